@@ -6,8 +6,10 @@
 
 pub mod backend;
 mod error;
+pub mod hotpath;
 
 pub use backend::{compiled_backends, CpuAutodiff, CpuBackend, DeviceSpec};
 #[cfg(feature = "cuda")]
 pub use backend::{CudaAutodiff, CudaBackend};
 pub use error::{Error, Result};
+pub use hotpath::{token_logprobs, HotPathBackend, TokenStats};
