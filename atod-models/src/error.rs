@@ -16,6 +16,57 @@ pub enum Error {
         /// What was given.
         given: String,
     },
+
+    /// A model preset name that does not exist.
+    #[error("unknown model preset `{given}`; known presets: {known}")]
+    UnknownPreset {
+        /// What was given.
+        given: String,
+        /// The known presets, comma-separated.
+        known: String,
+    },
+
+    /// A model config whose shapes do not fit together.
+    #[error("invalid model config: {why}")]
+    InvalidConfig {
+        /// What is wrong.
+        why: String,
+    },
+
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The operating system's message.
+        message: String,
+    },
+
+    /// A checkpoint file that does not parse or does not fit the model.
+    #[error("checkpoint {path}: {why}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+
+    /// Generation or scoring was given inputs it cannot use.
+    #[error("{what}")]
+    BadInput {
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path, err: impl std::fmt::Display) -> Self {
+        Self::Io { path: path.display().to_string(), message: err.to_string() }
+    }
+
+    pub(crate) fn checkpoint(path: &std::path::Path, why: impl Into<String>) -> Self {
+        Self::Checkpoint { path: path.display().to_string(), why: why.into() }
+    }
 }
 
 /// `Result` with atod-models's [`Error`].

@@ -5,11 +5,14 @@
 //! backend is the default and burn's CUDA backend is behind the `cuda` cargo feature.
 
 pub mod backend;
+pub mod checkpoint;
 mod error;
 pub mod hotpath;
+pub mod model;
 
 pub use backend::{compiled_backends, CpuAutodiff, CpuBackend, DeviceSpec};
 #[cfg(feature = "cuda")]
 pub use backend::{CudaAutodiff, CudaBackend};
 pub use error::{Error, Result};
 pub use hotpath::{token_logprobs, HotPathBackend, TokenStats};
+pub use model::{KvCache, Layout, ModelType, Transformer, TransformerConfig};

@@ -1,0 +1,668 @@
+//! A Qwen2/Llama-style decoder-only transformer.
+//!
+//! The architecture is Qwen2's (Qwen2 Technical Report, arXiv 2407.10671) and Llama's (arXiv 2302.13971): token
+//! embeddings, `L` pre-norm blocks of grouped-query self-attention with rotary positions (RoFormer, arXiv
+//! 2104.09864, in the "rotate half" layout of Hugging Face's `modeling_qwen2.py`) and a SwiGLU MLP, a final
+//! RMSNorm and a language-model head that may share the embedding matrix. Qwen2 puts biases on the q/k/v
+//! projections and Llama (by default) does not; everything else is the same, so one model serves both.
+//!
+//! The config mirrors Hugging Face's `config.json`, so real checkpoints load (see `checkpoint.rs`). Parameter
+//! names follow the checkpoint's tensor names. The KV cache is a separate struct ([`KvCache`]); positions and
+//! masks are passed explicitly, so one forward serves training (right-padded batches), prefill (left-padded
+//! prompts) and cached decoding.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Initializer, Linear, LinearConfig, RmsNorm};
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The architecture family, as Hugging Face's `model_type` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelType {
+    /// Qwen2: biases on q/k/v.
+    #[default]
+    Qwen2,
+    /// Llama: no attention biases unless `attention_bias` says so.
+    Llama,
+}
+
+/// The model's hyperparameters, field for field as in a Hugging Face `config.json` (Qwen2 or Llama).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransformerConfig {
+    /// `qwen2` or `llama`.
+    pub model_type: ModelType,
+    /// Vocabulary size (rows of the embedding and of the head).
+    pub vocab_size: usize,
+    /// Width of the residual stream, `d`.
+    pub hidden_size: usize,
+    /// Width of the SwiGLU MLP's hidden layer.
+    pub intermediate_size: usize,
+    /// Number of decoder blocks.
+    pub num_hidden_layers: usize,
+    /// Number of query heads; `hidden_size` must be a multiple of it.
+    pub num_attention_heads: usize,
+    /// Number of key/value heads (grouped-query attention); divides `num_attention_heads`.
+    pub num_key_value_heads: usize,
+    /// The longest sequence the rotary table is meant for (informational: rotary positions extrapolate).
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    /// Rotary base `theta`.
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    /// Whether the head reuses the embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Biases on the q/k/v projections; Qwen2 always has them, so `None` means "the family's default".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_bias: Option<bool>,
+    /// The activation; only `silu` (SwiGLU) is supported.
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_max_positions() -> usize {
+    4096
+}
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_act() -> String {
+    "silu".to_owned()
+}
+
+/// The named presets, smallest first.
+pub const PRESETS: &[&str] = &["student-s", "student-m", "student-l", "teacher", "probe"];
+
+impl TransformerConfig {
+    /// A Qwen2-style config of the given shape with the defaults of this crate (tied embeddings, theta 10000).
+    pub fn qwen2(vocab_size: usize, hidden: usize, layers: usize, heads: usize, kv_heads: usize, mlp: usize) -> Self {
+        Self {
+            model_type: ModelType::Qwen2,
+            vocab_size,
+            hidden_size: hidden,
+            intermediate_size: mlp,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: kv_heads,
+            max_position_embeddings: default_max_positions(),
+            rope_theta: default_rope_theta(),
+            rms_norm_eps: default_rms_eps(),
+            tie_word_embeddings: true,
+            attention_bias: None,
+            hidden_act: default_act(),
+        }
+    }
+
+    /// About 0.1M parameters at a 512-token vocabulary: d 64, 2 layers, 4 heads (2 KV).
+    pub fn student_s(vocab_size: usize) -> Self {
+        Self::qwen2(vocab_size, 64, 2, 4, 2, 176)
+    }
+
+    /// About 0.4M parameters at a 512-token vocabulary: d 128, 2 layers, 4 heads (2 KV).
+    pub fn student_m(vocab_size: usize) -> Self {
+        Self::qwen2(vocab_size, 128, 2, 4, 2, 344)
+    }
+
+    /// About 1.5M parameters at a 512-token vocabulary: d 192, 4 layers, 6 heads (2 KV).
+    pub fn student_l(vocab_size: usize) -> Self {
+        Self::qwen2(vocab_size, 192, 4, 6, 2, 448)
+    }
+
+    /// About 4.6M parameters at a 512-token vocabulary: d 256, 6 layers, 8 heads (4 KV).
+    pub fn teacher(vocab_size: usize) -> Self {
+        Self::qwen2(vocab_size, 256, 6, 8, 4, 704)
+    }
+
+    /// The shape of the speed probe: d 128, 2 layers, 4 heads (no GQA), MLP 512.
+    pub fn probe(vocab_size: usize) -> Self {
+        Self::qwen2(vocab_size, 128, 2, 4, 4, 512)
+    }
+
+    /// The preset called `name`, or an error listing the known ones.
+    pub fn preset(name: &str, vocab_size: usize) -> Result<Self> {
+        Ok(match name {
+            "student-s" => Self::student_s(vocab_size),
+            "student-m" => Self::student_m(vocab_size),
+            "student-l" => Self::student_l(vocab_size),
+            "teacher" => Self::teacher(vocab_size),
+            "probe" => Self::probe(vocab_size),
+            _ => return Err(Error::UnknownPreset { given: name.to_owned(), known: PRESETS.join(", ") }),
+        })
+    }
+
+    /// Dimension of one head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Whether q/k/v carry biases.
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias.unwrap_or(self.model_type == ModelType::Qwen2)
+    }
+
+    /// Checks the shape constraints; every loader and `init` calls it.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::InvalidConfig { why });
+        if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
+            return bad("vocab_size, hidden_size and num_hidden_layers must be positive".into());
+        }
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return bad(format!("head dimension {} must be even for rotary positions", self.head_dim()));
+        }
+        if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0 {
+            return bad(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.hidden_act != "silu" {
+            return bad(format!("hidden_act `{}` is not supported (only `silu`)", self.hidden_act));
+        }
+        Ok(())
+    }
+
+    /// The number of parameters (tied embeddings counted once).
+    pub fn num_params(&self) -> usize {
+        let (d, v, f) = (self.hidden_size, self.vocab_size, self.intermediate_size);
+        let kv = self.num_key_value_heads * self.head_dim();
+        let bias = if self.qkv_bias() { d + 2 * kv } else { 0 };
+        let layer = d * d + 2 * d * kv + d * d + bias + 3 * d * f + 2 * d;
+        let head = if self.tie_word_embeddings { 0 } else { v * d };
+        v * d + self.num_hidden_layers * layer + d + head
+    }
+
+    /// A freshly initialised model: weights ~ N(0, 0.02) as Hugging Face's `_init_weights`, norms at 1,
+    /// biases at 0. The backend's seed (`B::seed`) makes it reproducible.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Transformer<B>> {
+        self.validate()?;
+        let init = Initializer::Normal { mean: 0.0, std: 0.02 };
+        let linear = |d_in: usize, d_out: usize, bias: bool| {
+            let mut layer = LinearConfig::new(d_in, d_out).with_bias(bias).with_initializer(init.clone()).init(device);
+            if let Some(b) = layer.bias.take() {
+                layer.bias = Some(Param::from_tensor(b.val().zeros_like()));
+            }
+            layer
+        };
+        let norm =
+            |d: usize| RmsNorm { gamma: Param::from_tensor(Tensor::ones([d], device)), epsilon: self.rms_norm_eps };
+        let (d, kv) = (self.hidden_size, self.num_key_value_heads * self.head_dim());
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| DecoderLayer {
+                self_attn: Attention {
+                    q_proj: linear(d, d, self.qkv_bias()),
+                    k_proj: linear(d, kv, self.qkv_bias()),
+                    v_proj: linear(d, kv, self.qkv_bias()),
+                    o_proj: linear(d, d, false),
+                },
+                mlp: Mlp {
+                    gate_proj: linear(d, self.intermediate_size, false),
+                    up_proj: linear(d, self.intermediate_size, false),
+                    down_proj: linear(self.intermediate_size, d, false),
+                },
+                input_layernorm: norm(d),
+                post_attention_layernorm: norm(d),
+            })
+            .collect();
+        let embed_tokens =
+            Embedding { weight: Param::from_tensor(Tensor::random([self.vocab_size, d], normal(0.02), device)) };
+        let lm_head = (!self.tie_word_embeddings).then(|| linear(d, self.vocab_size, false));
+        Ok(Transformer {
+            embed_tokens,
+            layers,
+            norm: norm(d),
+            lm_head,
+            heads: self.num_attention_heads,
+            kv_heads: self.num_key_value_heads,
+            rope_theta: self.rope_theta,
+        })
+    }
+}
+
+fn normal(std: f64) -> burn::tensor::Distribution {
+    burn::tensor::Distribution::Normal(0.0, std)
+}
+
+/// The decoder. Only [`TransformerConfig`] and this type are public; build it with [`TransformerConfig::init`]
+/// or load it with `checkpoint::load`.
+#[derive(Module, Debug)]
+pub struct Transformer<B: Backend> {
+    /// `model.embed_tokens`: `[vocab, d]`.
+    pub embed_tokens: Embedding<B>,
+    /// `model.layers.{i}`.
+    pub layers: Vec<DecoderLayer<B>>,
+    /// `model.norm`.
+    pub norm: RmsNorm<B>,
+    /// `lm_head`, absent when tied to the embedding.
+    pub lm_head: Option<Linear<B>>,
+    heads: usize,
+    kv_heads: usize,
+    rope_theta: f64,
+}
+
+/// One pre-norm block: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    /// `self_attn`.
+    pub self_attn: Attention<B>,
+    /// `mlp`.
+    pub mlp: Mlp<B>,
+    /// `input_layernorm`.
+    pub input_layernorm: RmsNorm<B>,
+    /// `post_attention_layernorm`.
+    pub post_attention_layernorm: RmsNorm<B>,
+}
+
+/// Grouped-query attention's projections.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// `q_proj`: `[d, heads * head_dim]`.
+    pub q_proj: Linear<B>,
+    /// `k_proj`: `[d, kv_heads * head_dim]`.
+    pub k_proj: Linear<B>,
+    /// `v_proj`: `[d, kv_heads * head_dim]`.
+    pub v_proj: Linear<B>,
+    /// `o_proj`: `[heads * head_dim, d]`.
+    pub o_proj: Linear<B>,
+}
+
+/// SwiGLU: `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// `gate_proj`.
+    pub gate_proj: Linear<B>,
+    /// `up_proj`.
+    pub up_proj: Linear<B>,
+    /// `down_proj`.
+    pub down_proj: Linear<B>,
+}
+
+/// Where each token sits and what it may attend to, for one forward call.
+///
+/// Built on the host from per-row lengths; see [`Layout::right_padded`] (training and scoring) and
+/// [`Layout::left_padded`] (prefill of a generation batch).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// `positions[b][t]`: the rotary position of token t of row b.
+    positions: Vec<Vec<usize>>,
+    /// `valid[b][t]`: whether token t of row b is a real token (pads are neither attended to nor trained on).
+    valid: Vec<Vec<bool>>,
+}
+
+impl Layout {
+    /// Rows of the given lengths, padded on the right to the longest: positions `0..len`.
+    pub fn right_padded(lengths: &[usize]) -> Self {
+        let width = lengths.iter().copied().max().unwrap_or(0);
+        let positions = lengths.iter().map(|_| (0..width).collect()).collect();
+        let valid = lengths.iter().map(|&len| (0..width).map(|t| t < len).collect()).collect();
+        Self { positions, valid }
+    }
+
+    /// Rows of the given lengths, padded on the left to the longest, so that every row ends at the same column
+    /// (the layout of a batched prefill): row b's first real token has position 0.
+    pub fn left_padded(lengths: &[usize]) -> Self {
+        let width = lengths.iter().copied().max().unwrap_or(0);
+        let positions =
+            lengths.iter().map(|&len| (0..width).map(|t| (t + len).saturating_sub(width)).collect()).collect();
+        let valid = lengths.iter().map(|&len| (0..width).map(|t| t + len >= width).collect()).collect();
+        Self { positions, valid }
+    }
+
+    /// Number of rows.
+    pub fn batch(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Number of columns.
+    pub fn width(&self) -> usize {
+        self.positions.first().map_or(0, Vec::len)
+    }
+}
+
+/// The KV cache of one generation batch: per layer, keys and values of every position so far.
+///
+/// A plain struct outside the module (as llama-burn and candle keep it): [`KvCache::reset`] empties it.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    /// Per layer: keys `[batch, kv_heads, len, head_dim]` and values of the same shape.
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    /// `valid[b][j]`: whether cached position j of row b is a real token.
+    valid: Vec<Vec<bool>>,
+    /// The next rotary position of each row.
+    next_position: Vec<usize>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for `num_layers` layers.
+    pub fn new(num_layers: usize) -> Self {
+        Self { layers: vec![None; num_layers], valid: Vec::new(), next_position: Vec::new() }
+    }
+
+    /// Forgets everything.
+    pub fn reset(&mut self) {
+        self.layers.iter_mut().for_each(|layer| *layer = None);
+        self.valid.clear();
+        self.next_position.clear();
+    }
+
+    /// Number of cached positions (columns, pads included).
+    pub fn len(&self) -> usize {
+        self.valid.first().map_or(0, Vec::len)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the given rows (finished sequences leave the batch).
+    pub fn retain_rows(&mut self, rows: &[usize], device: &B::Device) {
+        let index = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(rows.iter().map(|&r| r as i32).collect::<Vec<_>>(), [rows.len()]),
+            device,
+        );
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.clone().select(0, index.clone());
+            *v = v.clone().select(0, index.clone());
+        }
+        self.valid = rows.iter().map(|&r| self.valid[r].clone()).collect();
+        self.next_position = rows.iter().map(|&r| self.next_position[r]).collect();
+    }
+}
+
+impl<B: Backend> Transformer<B> {
+    /// Number of decoder blocks.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.weight.dims()[0]
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> B::Device {
+        self.embed_tokens.weight.device()
+    }
+
+    /// Hidden states after the final norm for a batch laid out by `layout`, without a cache.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, time]`
+    /// - output: `[batch, time, d]`
+    pub fn forward_hidden(&self, ids: Tensor<B, 2, Int>, layout: &Layout) -> Tensor<B, 3> {
+        let device = ids.device();
+        let positions = layout.positions.clone();
+        let mask = attention_mask::<B>(&layout.valid, &layout.positions, &layout.valid, &positions, &device);
+        let rope = self.rope(&positions, &device);
+        let mut x = self.embed_tokens.forward(ids);
+        for layer in &self.layers {
+            let (out, _) = layer.forward(x, &rope, &mask, None, self.heads, self.kv_heads);
+            x = out;
+        }
+        self.norm.forward(x)
+    }
+
+    /// Logits for every position, without a cache.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, time]`
+    /// - output: `[batch, time, vocab]`
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, layout: &Layout) -> Tensor<B, 3> {
+        self.head(self.forward_hidden(ids, layout))
+    }
+
+    /// The language-model head (the tied embedding or `lm_head`).
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, time, d]`
+    /// - output: `[batch, time, vocab]`
+    pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(self.embed_tokens.weight.val().transpose().unsqueeze()),
+        }
+    }
+
+    /// Runs new tokens through the model, appending their keys and values to `cache`, and returns the logits of
+    /// each row's last new token. The first call (an empty cache) takes a left-padded prompt batch with the
+    /// per-row prompt lengths; later calls take one token per row and `lengths` all 1.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, time]`
+    /// - output: `[batch, vocab]`
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, lengths: &[usize], cache: &mut KvCache<B>) -> Tensor<B, 2> {
+        let device = ids.device();
+        let [batch, time] = ids.dims();
+        if cache.is_empty() {
+            let layout = Layout::left_padded(lengths);
+            cache.valid = layout.valid.clone();
+            cache.next_position = lengths.to_vec();
+            let positions = layout.positions;
+            let mask = attention_mask::<B>(&cache.valid, &positions, &cache.valid, &positions, &device);
+            return self.run_cached(ids, &positions, &mask, cache, batch, time);
+        }
+        // Decoding: every row appends `time` real tokens at its own next positions.
+        let positions: Vec<Vec<usize>> =
+            cache.next_position.iter().map(|&start| (start..start + time).collect()).collect();
+        let key_positions: Vec<Vec<usize>> = cache
+            .valid
+            .iter()
+            .zip(&cache.next_position)
+            .map(|(valid, &next)| {
+                // Positions of cached columns; pads get a position that never blocks anything (they are masked).
+                let real = valid.iter().filter(|&&v| v).count();
+                let mut p = next - real;
+                let mut cols: Vec<usize> = valid
+                    .iter()
+                    .map(|&v| {
+                        let here = p;
+                        if v {
+                            p += 1;
+                        }
+                        here
+                    })
+                    .collect();
+                cols.extend(next..next + time);
+                cols
+            })
+            .collect();
+        for (row, valid) in cache.valid.iter_mut().enumerate() {
+            valid.extend(std::iter::repeat_n(true, time));
+            cache.next_position[row] += time;
+        }
+        let query_valid = vec![vec![true; time]; batch];
+        let mask = attention_mask::<B>(&query_valid, &positions, &cache.valid, &key_positions, &device);
+        self.run_cached(ids, &positions, &mask, cache, batch, time)
+    }
+
+    fn run_cached(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        positions: &[Vec<usize>],
+        mask: &Tensor<B, 4, Bool>,
+        cache: &mut KvCache<B>,
+        batch: usize,
+        time: usize,
+    ) -> Tensor<B, 2> {
+        let device = ids.device();
+        let rope = self.rope(positions, &device);
+        let mut x = self.embed_tokens.forward(ids);
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let (out, kv) = layer.forward(x, &rope, mask, slot.take(), self.heads, self.kv_heads);
+            *slot = Some(kv);
+            x = out;
+        }
+        let last = self.norm.forward(x.narrow(1, time - 1, 1));
+        self.head(last).reshape([batch, self.vocab_size()])
+    }
+
+    /// Cosine and sine tables for the given positions, in the "rotate half" layout.
+    ///
+    /// # Shapes
+    /// - output: two tensors `[batch, 1, time, head_dim]`
+    fn rope(&self, positions: &[Vec<usize>], device: &B::Device) -> Rope<B> {
+        let head_dim = self.embed_tokens.weight.dims()[1] / self.heads;
+        let half = head_dim / 2;
+        let batch = positions.len();
+        let time = positions.first().map_or(0, Vec::len);
+        // Computed in f64 on the host, as the reference computes inv_freq in f32 and the angle in f32: the
+        // difference is far below the 1e-4 parity tolerance at these positions.
+        let inv_freq: Vec<f64> =
+            (0..half).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / head_dim as f64)).collect();
+        let mut cos = Vec::with_capacity(batch * time * head_dim);
+        let mut sin = Vec::with_capacity(batch * time * head_dim);
+        for row in positions {
+            for &p in row {
+                for _ in 0..2 {
+                    for f in &inv_freq {
+                        let angle = (p as f32) * (*f as f32);
+                        cos.push(angle.cos());
+                        sin.push(angle.sin());
+                    }
+                }
+            }
+        }
+        let shape = [batch, 1, time, head_dim];
+        Rope {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+}
+
+struct Rope<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> Rope<B> {
+    /// `x * cos + rotate_half(x) * sin`, with `rotate_half([x1, x2]) = [-x2, x1]`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, heads, time, head_dim]`
+    fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let head_dim = x.dims()[3];
+        let half = head_dim / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
+}
+
+/// The boolean mask of `attention` (true = blocked) for queries at `query_positions` over keys at
+/// `key_positions`: a key is visible when it is a real token at a position no later than the query's. A query
+/// always sees itself, so that pad rows stay finite (their outputs are never used).
+///
+/// # Shapes
+/// - output: `[batch, 1, queries, keys]`
+fn attention_mask<B: Backend>(
+    query_valid: &[Vec<bool>],
+    query_positions: &[Vec<usize>],
+    key_valid: &[Vec<bool>],
+    key_positions: &[Vec<usize>],
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let batch = query_positions.len();
+    let queries = query_positions.first().map_or(0, Vec::len);
+    let keys = key_positions.first().map_or(0, Vec::len);
+    let offset = keys - queries;
+    let mut blocked = Vec::with_capacity(batch * queries * keys);
+    for b in 0..batch {
+        for q in 0..queries {
+            for k in 0..keys {
+                let visible = (key_valid[b][k] && query_valid[b][q] && key_positions[b][k] <= query_positions[b][q]
+                    || k == q + offset)
+                    && k <= q + offset;
+                blocked.push(!visible);
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(blocked, [batch, 1, queries, keys]), device)
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    /// # Shapes
+    /// - `x`: `[batch, time, d]`; `mask`: `[batch, 1, time, past + time]`
+    /// - output: `[batch, time, d]` and the layer's keys/values `[batch, kv_heads, past + time, head_dim]`
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        mask: &Tensor<B, 4, Bool>,
+        past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+        heads: usize,
+        kv_heads: usize,
+    ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
+        let (attn, kv) =
+            self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, mask, past, heads, kv_heads);
+        let x = x + attn;
+        let x = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
+        (x, kv)
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        mask: &Tensor<B, 4, Bool>,
+        past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+        heads: usize,
+        kv_heads: usize,
+    ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
+        let [batch, time, d] = x.dims();
+        let head_dim = d / heads;
+        // (B, T, H*hd) -> (B, H, T, hd)
+        let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, time, n, head_dim]).swap_dims(1, 2);
+        let q = rope.apply(split(self.q_proj.forward(x.clone()), heads));
+        let k = rope.apply(split(self.k_proj.forward(x.clone()), kv_heads));
+        let v = split(self.v_proj.forward(x), kv_heads);
+        let (k, v) = match past {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        let keys = k.dims()[2];
+        let repeat = |t: Tensor<B, 4>| {
+            if heads == kv_heads {
+                t
+            } else {
+                t.unsqueeze_dim::<5>(2)
+                    .expand([batch, kv_heads, heads / kv_heads, keys, head_dim])
+                    .reshape([batch, heads, keys, head_dim])
+            }
+        };
+        let mask = mask.clone().expand([batch, heads, time, keys]);
+        let out =
+            attention(q, repeat(k.clone()), repeat(v.clone()), Some(mask), None, AttentionModuleOptions::default());
+        let out = out.swap_dims(1, 2).reshape([batch, time, d]);
+        (self.o_proj.forward(out), (k, v))
+    }
+}
+
+impl<B: Backend> Mlp<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
