@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod checkpoint;
 mod error;
+pub mod generate;
 pub mod hotpath;
 pub mod model;
 
@@ -14,5 +15,6 @@ pub use backend::{compiled_backends, CpuAutodiff, CpuBackend, DeviceSpec};
 #[cfg(feature = "cuda")]
 pub use backend::{CudaAutodiff, CudaBackend};
 pub use error::{Error, Result};
+pub use generate::{generate, response_stats, score, Generation, ResponseStats, SamplingParams, Scored};
 pub use hotpath::{token_logprobs, HotPathBackend, TokenStats};
 pub use model::{KvCache, Layout, ModelType, Transformer, TransformerConfig};
