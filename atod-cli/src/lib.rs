@@ -32,6 +32,8 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Throughput figures: `atod bench model --preset NAME`.
+    Bench(commands::bench::Args),
     /// List the environments found: name, version, splits and their sizes.
     Envs(commands::envs::Args),
     /// Evaluate a policy on a split: success rate, score, turns and invalid actions, per task type.
@@ -58,6 +60,7 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Bench(args) => commands::bench::run(&args),
         Command::Envs(args) => commands::envs::run(&registry::build(&cli.plugins)?, &args),
         Command::Eval(args) => commands::eval::run(&registry::build(&cli.plugins)?, &args),
         Command::Play(args) => commands::play::run(&registry::build(&cli.plugins)?, &args),

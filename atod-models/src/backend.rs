@@ -84,6 +84,33 @@ impl DeviceSpec {
     }
 }
 
+/// Checks that a CUDA device is usable by running one tiny operation on it. burn's CUDA runtime panics when
+/// the driver or the device is missing; this turns that into a one-line error.
+#[cfg(feature = "cuda")]
+pub fn check_cuda(spec: &DeviceSpec) -> Result<()> {
+    use burn::tensor::Tensor;
+    let Some(device) = spec.cuda_device() else { return Ok(()) };
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| {
+        let t = Tensor::<CudaBackend, 1>::from_floats([1.0, 2.0], &device);
+        t.sum().into_scalar()
+    });
+    std::panic::set_hook(previous);
+    match probe {
+        Ok(_) => Ok(()),
+        Err(payload) => {
+            let why = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "unknown failure".to_owned());
+            let why = why.lines().next().unwrap_or_default().to_owned();
+            Err(Error::CudaUnavailable { given: spec.to_string(), why })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,15 @@ pub enum Error {
         given: String,
     },
 
+    /// A CUDA device that cannot be used (no driver, no such device).
+    #[error("device `{given}` is unavailable: {why}")]
+    CudaUnavailable {
+        /// What was given.
+        given: String,
+        /// The first line of the runtime's message.
+        why: String,
+    },
+
     /// A model preset name that does not exist.
     #[error("unknown model preset `{given}`; known presets: {known}")]
     UnknownPreset {

@@ -41,6 +41,9 @@ pub fn reference_token_stats<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B
 
 impl HotPathBackend for burn::backend::Flex {}
 
+#[cfg(feature = "cuda")]
+impl HotPathBackend for crate::backend::CudaBackend {}
+
 impl<B: HotPathBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> HotPathBackend
     for burn::backend::Autodiff<B, C>
 {

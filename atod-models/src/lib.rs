@@ -5,6 +5,7 @@
 //! backend is the default and burn's CUDA backend is behind the `cuda` cargo feature.
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 mod error;
 pub mod generate;

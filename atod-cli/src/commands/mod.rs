@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod bench;
 pub mod envs;
 pub mod eval;
 pub mod play;

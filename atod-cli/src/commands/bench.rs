@@ -1,0 +1,116 @@
+//! `atod bench`: throughput figures. `atod bench model` measures a model preset's training, prefill and
+//! KV-cached decoding throughput on a device (see `benches/README.md` for recorded figures and the PyTorch
+//! reference measured beside them).
+
+use anyhow::Context;
+use atod_models::bench::{bench_model, ModelBenchOptions, ModelBenchReport};
+use atod_models::{DeviceSpec, TransformerConfig};
+use serde::Serialize;
+
+/// Arguments of `atod bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to measure.
+    #[command(subcommand)]
+    pub what: What,
+}
+
+/// The benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum What {
+    /// Train (forward + backward + AdamW), prefill and KV-cached decode tokens/s of a model preset.
+    Model(ModelArgs),
+}
+
+/// Arguments of `atod bench model`.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// The model preset: student-s, student-m, student-l, teacher or probe.
+    #[arg(long, default_value = "student-s")]
+    pub preset: String,
+    /// Vocabulary size of the model.
+    #[arg(long, default_value_t = 512)]
+    pub vocab: usize,
+    /// Sequences per training step and per prefill.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// Timed training and prefill iterations.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Tokens decoded per row.
+    #[arg(long, default_value_t = 112)]
+    pub decode_tokens: usize,
+    /// The device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The JSON document of `atod bench model --json`.
+#[derive(Debug, Serialize)]
+pub struct ModelJson {
+    /// The preset measured.
+    pub preset: String,
+    /// The device it ran on.
+    pub device: String,
+    /// The options used.
+    pub options: ModelBenchOptions,
+    /// The figures.
+    #[serde(flatten)]
+    pub report: ModelBenchReport,
+}
+
+/// Runs `atod bench`.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    match &args.what {
+        What::Model(model) => run_model(model),
+    }
+}
+
+fn run_model(args: &ModelArgs) -> anyhow::Result<()> {
+    let device: DeviceSpec = args.device.parse()?;
+    let config = TransformerConfig::preset(&args.preset, args.vocab)?;
+    let options = ModelBenchOptions {
+        batch: args.batch,
+        seq: args.seq,
+        train_steps: args.steps.max(1),
+        decode_batch: args.batch,
+        decode_tokens: args.decode_tokens.max(1),
+        ..ModelBenchOptions::default()
+    };
+    if !args.json {
+        eprintln!("measuring {} ({} parameters) on {device} ...", args.preset, config.num_params());
+    }
+    let report = match device {
+        DeviceSpec::Cpu => bench_model::<atod_models::CpuAutodiff>(&config, &options, &DeviceSpec::cpu_device()),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => {
+            let cuda = device.cuda_device().expect("a CUDA spec");
+            atod_models::backend::check_cuda(&device)?;
+            bench_model::<atod_models::CudaAutodiff>(&config, &options, &cuda)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!("DeviceSpec refuses CUDA without the cuda feature"),
+    }
+    .with_context(|| format!("benchmarking {}", args.preset))?;
+    if args.json {
+        let json = ModelJson { preset: args.preset.clone(), device: device.to_string(), options, report };
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!("preset   {} ({} parameters, vocab {})", args.preset, report.params, args.vocab);
+        println!("device   {device}");
+        println!(
+            "shapes   batch {} x seq {}, decode {} rows x {} tokens",
+            args.batch, args.seq, args.batch, options.decode_tokens
+        );
+        println!("train    {:>10.0} tokens/s  (forward + backward + AdamW)", report.train_tokens_per_s);
+        println!("prefill  {:>10.0} tokens/s", report.prefill_tokens_per_s);
+        println!("decode   {:>10.0} tokens/s  (KV-cached, greedy)", report.decode_tokens_per_s);
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Throughput of a model on a backend: training (forward, backward and AdamW), prefill and KV-cached decoding.
+//!
+//! `atod bench model` and the criterion bench `benches/benches/models.rs` both call [`bench_model`]; the PyTorch
+//! reference `benches/pytorch/bench_model.py` runs the same three measurements on the same shapes, so the
+//! ratio of the two is measured in one run.
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::generate::{generate, SamplingParams};
+use crate::hotpath::{token_logprobs, HotPathBackend};
+use crate::model::{KvCache, Layout, TransformerConfig};
+
+/// The shapes of one measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelBenchOptions {
+    /// Sequences per training step and per prefill.
+    pub batch: usize,
+    /// Tokens per sequence in training and prefill.
+    pub seq: usize,
+    /// Timed training steps (after `warmup` untimed ones).
+    pub train_steps: usize,
+    /// Untimed warm-up iterations of each measurement.
+    pub warmup: usize,
+    /// Rows decoded at once.
+    pub decode_batch: usize,
+    /// Prompt length before decoding.
+    pub decode_prompt: usize,
+    /// Tokens decoded per row.
+    pub decode_tokens: usize,
+    /// Seed of the weights and the data.
+    pub seed: u64,
+}
+
+impl Default for ModelBenchOptions {
+    fn default() -> Self {
+        Self {
+            batch: 16,
+            seq: 128,
+            train_steps: 5,
+            warmup: 1,
+            decode_batch: 16,
+            decode_prompt: 16,
+            decode_tokens: 112,
+            seed: 0,
+        }
+    }
+}
+
+/// Measured throughputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelBenchReport {
+    /// Parameters of the model.
+    pub params: usize,
+    /// Training tokens per second: forward, backward and an AdamW step over `batch * seq` tokens.
+    pub train_tokens_per_s: f64,
+    /// Prompt tokens per second of a batched prefill that fills the KV cache.
+    pub prefill_tokens_per_s: f64,
+    /// Generated tokens per second of KV-cached greedy decoding (prefill excluded).
+    pub decode_tokens_per_s: f64,
+}
+
+/// Measures `config` on the autodiff backend `B` (training) and its inner backend (prefill, decoding).
+pub fn bench_model<B>(
+    config: &TransformerConfig,
+    opts: &ModelBenchOptions,
+    device: &B::Device,
+) -> Result<ModelBenchReport>
+where
+    B: AutodiffBackend + HotPathBackend,
+    B::InnerBackend: HotPathBackend,
+{
+    B::seed(device, opts.seed);
+    let mut model = config.init::<B>(device)?;
+    let vocab = config.vocab_size;
+    let mut rng = atod_core::rng::SplitMix64::new(opts.seed);
+    let mut random_ids = |n: usize| -> Vec<i32> { (0..n).map(|_| rng.below(vocab as u64) as i32).collect() };
+
+    // Training: next-token NLL over every position, as SFT computes it.
+    let (batch, seq) = (opts.batch, opts.seq);
+    let data = random_ids(batch * (seq + 1));
+    let inputs: Vec<i32> = (0..batch).flat_map(|b| data[b * (seq + 1)..b * (seq + 1) + seq].to_vec()).collect();
+    let targets: Vec<i32> = (0..batch).flat_map(|b| data[b * (seq + 1) + 1..(b + 1) * (seq + 1)].to_vec()).collect();
+    let inputs = Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [batch, seq]), device);
+    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [batch, seq]), device);
+    let layout = Layout::right_padded(&vec![seq; batch]);
+    let mut optim = AdamWConfig::new().init::<B, crate::model::Transformer<B>>();
+    let mut train_time = 0.0;
+    for step in 0..opts.warmup + opts.train_steps {
+        let start = Instant::now();
+        let logits = model.forward(inputs.clone(), &layout);
+        let loss = token_logprobs(logits, targets.clone()).logp.mean().neg();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-4, model, grads);
+        // Reading the loss back waits for the step to finish on asynchronous backends.
+        let _ = loss.into_data();
+        if step >= opts.warmup {
+            train_time += start.elapsed().as_secs_f64();
+        }
+    }
+    let train_tokens_per_s = (opts.train_steps * batch * seq) as f64 / train_time;
+
+    let model = model.valid();
+    let inner_device = model.device();
+    // Prefill: the cache-filling forward over left-padded prompts of full length.
+    let prompts = random_ids(batch * seq);
+    let prompts = Tensor::<B::InnerBackend, 2, Int>::from_data(TensorData::new(prompts, [batch, seq]), &inner_device);
+    let mut prefill_time = 0.0;
+    for step in 0..opts.warmup + opts.train_steps {
+        let start = Instant::now();
+        let mut cache = KvCache::new(model.num_layers());
+        let logits = model.forward_cached(prompts.clone(), &vec![seq; batch], &mut cache);
+        let _ = logits.into_data();
+        if step >= opts.warmup {
+            prefill_time += start.elapsed().as_secs_f64();
+        }
+    }
+    let prefill_tokens_per_s = (opts.train_steps * batch * seq) as f64 / prefill_time;
+
+    // Decoding: greedy generation with no stop token, minus the time of its own prefill.
+    let prompts: Vec<Vec<u32>> = (0..opts.decode_batch)
+        .map(|_| random_ids(opts.decode_prompt).into_iter().map(|t| t as u32).collect())
+        .collect();
+    let seeds = vec![0; prompts.len()];
+    let one = SamplingParams::greedy(1);
+    let full = SamplingParams::greedy(opts.decode_tokens + 1);
+    let mut decode_time = 0.0;
+    for step in 0..opts.warmup + 1 {
+        let start = Instant::now();
+        generate(&model, &prompts, &one, &[], &seeds)?;
+        let prefill = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        generate(&model, &prompts, &full, &[], &seeds)?;
+        if step >= opts.warmup {
+            decode_time = (start.elapsed().as_secs_f64() - prefill).max(1e-9);
+        }
+    }
+    let decode_tokens_per_s = (opts.decode_batch * opts.decode_tokens) as f64 / decode_time;
+    Ok(ModelBenchReport { params: config.num_params(), train_tokens_per_s, prefill_tokens_per_s, decode_tokens_per_s })
+}
