@@ -1,4 +1,4 @@
-//! atod's models on burn: backends and devices today; the tokenizer, the Qwen2/Llama-style transformer,
+//! atod's models on burn: backends and devices and the chat tokenizer today; the Qwen2/Llama-style transformer,
 //! KV-cached generation, scoring and checkpoints arrive with the models issue (DESIGN.md §7).
 //!
 //! Architecture invariant: `B: Backend` generics live here, in atod-losses and in the trainer; the flex CPU
@@ -7,9 +7,11 @@
 pub mod backend;
 mod error;
 pub mod hotpath;
+pub mod tokenizer;
 
 pub use backend::{compiled_backends, CpuAutodiff, CpuBackend, DeviceSpec};
 #[cfg(feature = "cuda")]
 pub use backend::{CudaAutodiff, CudaBackend};
 pub use error::{Error, Result};
 pub use hotpath::{token_logprobs, HotPathBackend, TokenStats};
+pub use tokenizer::{ChatEncoding, ChatTokenizer};
