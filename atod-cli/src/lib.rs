@@ -42,6 +42,8 @@ pub enum Command {
     Play(commands::play::Args),
     /// Evaluate a schedule expression over the training steps and draw it.
     Schedule(commands::schedule::Args),
+    /// Train the chat tokenizer (byte-level BPE) on JSONL transcripts and write its tokenizer.json.
+    Tokenizer(commands::tokenizer::Args),
 }
 
 /// Runs the command line of this process and returns its exit code. Errors print as one `error:` paragraph
@@ -65,5 +67,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => commands::eval::run(&registry::build(&cli.plugins)?, &args),
         Command::Play(args) => commands::play::run(&registry::build(&cli.plugins)?, &args),
         Command::Schedule(args) => commands::schedule::run(&args),
+        Command::Tokenizer(args) => commands::tokenizer::run(&args),
     }
 }

@@ -1,5 +1,7 @@
 //! The one error type of atod-models.
 
+use std::path::PathBuf;
+
 /// What can go wrong in atod-models.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -65,6 +67,72 @@ pub enum Error {
     BadInput {
         /// What is wrong.
         what: String,
+    },
+
+    // The tokenizer. Causes from other crates are kept as their messages so that the enum stays `Clone + Eq`.
+    /// A tokenizer file that cannot be read (missing, unreadable, not UTF-8).
+    #[error("cannot read the tokenizer `{}`: {message}", path.display())]
+    TokenizerRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+
+    /// A tokenizer file that is not a Hugging Face `tokenizer.json`.
+    #[error("`{}` is not a Hugging Face tokenizer.json: {message}", path.display())]
+    TokenizerParse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+
+    /// A tokenizer without the ChatML tokens the chat format needs.
+    #[error(
+        "the tokenizer `{}` lacks the chat special token{} {}: atod's chat format (Qwen2's ChatML) needs \
+         `<|im_start|>` and `<|im_end|>`",
+        path.display(),
+        if missing.len() == 1 { "" } else { "s" },
+        missing.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(" and ")
+    )]
+    TokenizerMissingChatTokens {
+        /// The file (or `<trained>` for a tokenizer built in memory).
+        path: PathBuf,
+        /// The missing tokens.
+        missing: Vec<String>,
+    },
+
+    /// A tokenizer file that cannot be written.
+    #[error("cannot write the tokenizer `{}`: {message}", path.display())]
+    TokenizerWrite {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+
+    /// A tokenizer that cannot be serialised to JSON.
+    #[error("cannot serialise the tokenizer: {message}")]
+    TokenizerSerialize {
+        /// Why.
+        message: String,
+    },
+
+    /// A vocabulary too small for a byte-level tokenizer.
+    #[error("vocabulary size {vocab_size} is too small: a byte-level tokenizer needs at least {min} (256 bytes and the special tokens)")]
+    TokenizerVocabTooSmall {
+        /// What was asked.
+        vocab_size: usize,
+        /// The smallest size that works.
+        min: usize,
+    },
+
+    /// The tokenizer trainer failed.
+    #[error("training the tokenizer failed: {message}")]
+    TokenizerTrain {
+        /// What the trainer said.
+        message: String,
     },
 }
 

@@ -1,4 +1,4 @@
-//! atod's models on burn: backends and devices today; the tokenizer, the Qwen2/Llama-style transformer,
+//! atod's models on burn: backends and devices and the chat tokenizer today; the Qwen2/Llama-style transformer,
 //! KV-cached generation, scoring and checkpoints arrive with the models issue (DESIGN.md §7).
 //!
 //! Architecture invariant: `B: Backend` generics live here, in atod-losses and in the trainer; the flex CPU
@@ -11,6 +11,7 @@ mod error;
 pub mod generate;
 pub mod hotpath;
 pub mod model;
+pub mod tokenizer;
 
 pub use backend::{compiled_backends, CpuAutodiff, CpuBackend, DeviceSpec};
 #[cfg(feature = "cuda")]
@@ -19,3 +20,4 @@ pub use error::{Error, Result};
 pub use generate::{generate, response_stats, score, Generation, ResponseStats, SamplingParams, Scored};
 pub use hotpath::{token_logprobs, HotPathBackend, TokenStats};
 pub use model::{KvCache, Layout, ModelType, Transformer, TransformerConfig};
+pub use tokenizer::{ChatEncoding, ChatTokenizer};

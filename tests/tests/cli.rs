@@ -120,9 +120,14 @@ fn schedule_evaluates_and_reports_parse_errors_with_the_column() {
 
 #[test]
 fn every_command_has_help() {
-    for command in
-        [&["--help"][..], &["envs", "--help"], &["eval", "--help"], &["play", "--help"], &["schedule", "--help"]]
-    {
+    for command in [
+        &["--help"][..],
+        &["envs", "--help"],
+        &["eval", "--help"],
+        &["play", "--help"],
+        &["schedule", "--help"],
+        &["tokenizer", "--help"],
+    ] {
         let out = atod(command, &[]);
         assert_eq!(out.code, Some(0), "{command:?}: {}", out.stderr);
         assert!(out.stdout.contains("Usage: atod"), "{command:?}");
@@ -185,4 +190,101 @@ fn eval_reports_success_overall_and_per_task_type() {
 
     let out = atod(&["eval", "--env", "counter", "--policy", "gpt", "--split", "test", "--episodes", "1"], &[]);
     assert_eq!(out.stderr.trim(), "error: unknown policy `gpt`; known policies: expert, random");
+}
+
+#[test]
+fn tokenizer_trains_on_transcripts_and_names_the_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demos.jsonl");
+    let (mut lines, mut bytes) = (String::new(), 0);
+    for i in 0..30 {
+        let line = serde_json::json!({
+            "env": "alfworld",
+            "messages": [
+                {"role": "system", "content": "You are an expert agent operating in the ALFRED embodied household."},
+                {"role": "user", "content": format!("Your task is to: put a mug in cabinet {i}.\n\nYou see a desk 1.")},
+                {"role": "assistant", "content": format!("<think>I go to cabinet {i}.</think><action>go to cabinet {i}</action>")},
+            ],
+        });
+        bytes +=
+            line["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().len()).sum::<usize>();
+        lines.push_str(&format!("{line}\n"));
+    }
+    std::fs::write(&data, &lines).unwrap();
+    let out_path = dir.path().join("tokenizer.json");
+    let out = atod(
+        &[
+            "tokenizer",
+            "--data",
+            data.to_str().unwrap(),
+            "--vocab-size",
+            "300",
+            "--out",
+            out_path.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let report = out.json();
+    assert_eq!(report["out"], out_path.to_str().unwrap());
+    assert_eq!(report["vocab_size"], 300);
+    assert_eq!(report["texts"], 90);
+    assert_eq!(report["bytes"], bytes);
+    let tokens_per_byte = report["tokens_per_byte"].as_f64().unwrap();
+    assert!(tokens_per_byte > 0.0 && tokens_per_byte < 0.6, "{tokens_per_byte}");
+
+    let tokenizer = atod_models::ChatTokenizer::from_file(&out_path).unwrap();
+    assert_eq!(tokenizer.vocab_size(), 300);
+    let text = "<think>I go to cabinet 7.</think><action>go to cabinet 7</action>";
+    assert_eq!(tokenizer.decode(&tokenizer.encode_response(text)), text);
+
+    // The human summary names the file written.
+    let out = atod(
+        &["tokenizer", "--data", data.to_str().unwrap(), "--vocab-size", "300", "--out", out_path.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("300 ids") && out.stdout.contains("90 texts"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("tokens per byte") && out.stdout.contains(out_path.to_str().unwrap()),
+        "{}",
+        out.stdout
+    );
+
+    // A malformed third line is named by file and line; a missing file is one line.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}\n\n{{\"messages\": [{{\"role\": \"robot\", \"content\": \"x\"}}]}}\n",
+            lines.lines().next().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = atod(
+        &["tokenizer", "--data", bad.to_str().unwrap(), "--vocab-size", "300", "--out", out_path.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains(&format!("{}:3:30: not a transcript line (unknown variant `robot`", bad.display())),
+        "{}",
+        out.stderr
+    );
+    let out = atod(
+        &[
+            "tokenizer",
+            "--data",
+            "/nonexistent/demos.jsonl",
+            "--vocab-size",
+            "300",
+            "--out",
+            out_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, Some(1));
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.starts_with("error: cannot read /nonexistent/demos.jsonl"), "{}", out.stderr);
 }

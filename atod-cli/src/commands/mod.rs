@@ -5,3 +5,4 @@ pub mod envs;
 pub mod eval;
 pub mod play;
 pub mod schedule;
+pub mod tokenizer;
