@@ -66,7 +66,8 @@ impl Aggregation {
         match self {
             Aggregation::TokenMean => loss.sum().div_scalar(mask.n_tokens().max(1) as f64),
             Aggregation::SeqMeanTokenMean => {
-                let inv_len: Vec<f32> = mask.row_tokens.iter().map(|&n| if n == 0 { 0.0 } else { 1.0 / n as f32 }).collect();
+                let inv_len: Vec<f32> =
+                    mask.row_tokens.iter().map(|&n| if n == 0 { 0.0 } else { 1.0 / n as f32 }).collect();
                 let inv_len = Tensor::<B, 1>::from_data(TensorData::new(inv_len, [s]), &loss.device()).reshape([s, 1]);
                 (loss.sum_dim(1) * inv_len).sum().div_scalar(n_seqs)
             }

@@ -100,12 +100,16 @@ impl StepBatch {
     /// trajectory without rows or in two groups, or a turn index repeated within a trajectory.
     pub fn layout(&self) -> Result<Layout> {
         let (s, t) = (self.n_rows, self.n_cols);
-        for (field, len) in [("lp_old", self.lp_old.len()), ("lp_teacher", self.lp_teacher.len()), ("mask", self.mask.len())] {
+        for (field, len) in
+            [("lp_old", self.lp_old.len()), ("lp_teacher", self.lp_teacher.len()), ("mask", self.mask.len())]
+        {
             if len != s * t {
                 return Err(shape(field, format!("[{s} * {t}] = {}", s * t), len));
             }
         }
-        for (field, len) in [("turn_idx", self.turn_idx.len()), ("traj_id", self.traj_id.len()), ("group_id", self.group_id.len())] {
+        for (field, len) in
+            [("turn_idx", self.turn_idx.len()), ("traj_id", self.traj_id.len()), ("group_id", self.group_id.len())]
+        {
             if len != s {
                 return Err(shape(field, format!("[{s}]"), len));
             }
@@ -116,12 +120,17 @@ impl StepBatch {
         for row in 0..s {
             let traj = self.traj_id[row];
             if traj >= n_traj {
-                return Err(Error::Rows { problem: format!("row {row} has traj_id {traj} but there are {n_traj} returns") });
+                return Err(Error::Rows {
+                    problem: format!("row {row} has traj_id {traj} but there are {n_traj} returns"),
+                });
             }
             match group_of_traj[traj] {
                 Some(g) if g != self.group_id[row] => {
                     return Err(Error::Rows {
-                        problem: format!("trajectory {traj} is in group {g} and, at row {row}, in group {}", self.group_id[row]),
+                        problem: format!(
+                            "trajectory {traj} is in group {g} and, at row {row}, in group {}",
+                            self.group_id[row]
+                        ),
                     })
                 }
                 _ => group_of_traj[traj] = Some(self.group_id[row]),
@@ -137,11 +146,15 @@ impl StepBatch {
             rows.sort_by_key(|&r| self.turn_idx[r]);
             if let Some(w) = rows.windows(2).find(|w| self.turn_idx[w[0]] == self.turn_idx[w[1]]) {
                 return Err(Error::Rows {
-                    problem: format!("trajectory {traj} has turn {} twice (rows {} and {})", self.turn_idx[w[0]], w[0], w[1]),
+                    problem: format!(
+                        "trajectory {traj} has turn {} twice (rows {} and {})",
+                        self.turn_idx[w[0]], w[0], w[1]
+                    ),
                 });
             }
         }
-        let row_tokens = (0..s).map(|r| self.mask[r * t..(r + 1) * t].iter().filter(|&&m| is_real(m)).count()).collect();
+        let row_tokens =
+            (0..s).map(|r| self.mask[r * t..(r + 1) * t].iter().filter(|&&m| is_real(m)).count()).collect();
         Ok(Layout { rows_of_traj, group_of_traj: groups, row_tokens })
     }
 
@@ -218,7 +231,13 @@ pub struct TrainBatch<B: Backend> {
 
 impl<B: Backend> TrainBatch<B> {
     /// A batch without the optional inputs.
-    pub fn new(lp: Tensor<B, 2>, lp_old: Tensor<B, 2>, lp_teacher: Tensor<B, 2>, entropy: Tensor<B, 2>, mask: Tensor<B, 2>) -> Self {
+    pub fn new(
+        lp: Tensor<B, 2>,
+        lp_old: Tensor<B, 2>,
+        lp_teacher: Tensor<B, 2>,
+        entropy: Tensor<B, 2>,
+        mask: Tensor<B, 2>,
+    ) -> Self {
         TrainBatch { lp, lp_old, lp_teacher, entropy, mask, lp_ref: None, vocab: None }
     }
 
@@ -243,8 +262,12 @@ impl<B: Backend> TrainBatch<B> {
     pub fn check(&self) -> Result<()> {
         let [s, t] = self.dims();
         let want = format!("[{s}, {t}]");
-        let mut two: Vec<(&'static str, [usize; 2])> =
-            vec![("lp", self.lp.dims()), ("lp_old", self.lp_old.dims()), ("lp_teacher", self.lp_teacher.dims()), ("entropy", self.entropy.dims())];
+        let mut two: Vec<(&'static str, [usize; 2])> = vec![
+            ("lp", self.lp.dims()),
+            ("lp_old", self.lp_old.dims()),
+            ("lp_teacher", self.lp_teacher.dims()),
+            ("entropy", self.entropy.dims()),
+        ];
         if let Some(r) = &self.lp_ref {
             two.push(("lp_ref", r.dims()));
         }

@@ -124,9 +124,8 @@ impl Advantages {
             ("sched/kappa".to_owned(), kappa),
             ("sched/rho".to_owned(), rho),
         ]);
-        let row_extent = (0..s)
-            .map(|row| (0..t).rev().find(|&c| is_real(batch.mask[row * t + c])).map_or(0, |c| c + 1))
-            .collect();
+        let row_extent =
+            (0..s).map(|row| (0..t).rev().find(|&c| is_real(batch.mask[row * t + c])).map_or(0, |c| c + 1)).collect();
         Ok(Advantages { n_rows: s, n_cols: t, per_token, opd, grpo, weights, row_extent, kappa, rho, metrics })
     }
 
@@ -142,7 +141,11 @@ impl Advantages {
         let mut out = vec![0.0f32; rows.len() * n_cols];
         for (i, &row) in rows.iter().enumerate() {
             if row >= self.n_rows {
-                return Err(Error::Shape { field: "rows", expected: format!("row indices below {}", self.n_rows), got: row.to_string() });
+                return Err(Error::Shape {
+                    field: "rows",
+                    expected: format!("row indices below {}", self.n_rows),
+                    got: row.to_string(),
+                });
             }
             let src = &self.per_token[row * t..(row + 1) * t];
             let keep = n_cols.min(t);

@@ -124,12 +124,22 @@ impl LossConfig {
 
     /// On-policy distillation alone: `kappa = 1`, `rho = 0`, uniform weights.
     pub fn opd() -> LossConfig {
-        LossConfig { kappa: Schedule::constant(1.0), rho: Schedule::constant(0.0), weighting: Weighting::Uniform, ..Self::atod() }
+        LossConfig {
+            kappa: Schedule::constant(1.0),
+            rho: Schedule::constant(0.0),
+            weighting: Weighting::Uniform,
+            ..Self::atod()
+        }
     }
 
     /// GRPO alone: `kappa = 0`, `rho = 1` (the weighting is then irrelevant; uniform).
     pub fn grpo() -> LossConfig {
-        LossConfig { kappa: Schedule::constant(0.0), rho: Schedule::constant(1.0), weighting: Weighting::Uniform, ..Self::atod() }
+        LossConfig {
+            kappa: Schedule::constant(0.0),
+            rho: Schedule::constant(1.0),
+            weighting: Weighting::Uniform,
+            ..Self::atod()
+        }
     }
 
     /// ATOD's schedules without T-DUR (uniform weights).
@@ -444,7 +454,12 @@ impl Loss {
     ///
     /// [`Error::Shape`] for mismatched tensors, [`Error::MissingInput`] for a component whose input is absent.
     /// A non-finite loss is not an error here: see [`LossOutput::check_finite`].
-    pub fn objective<B: Backend>(&self, batch: &TrainBatch<B>, advantages: Tensor<B, 2>, step: StepInfo) -> Result<LossOutput<B>> {
+    pub fn objective<B: Backend>(
+        &self,
+        batch: &TrainBatch<B>,
+        advantages: Tensor<B, 2>,
+        step: StepInfo,
+    ) -> Result<LossOutput<B>> {
         batch.check()?;
         if advantages.dims() != batch.dims() {
             return Err(Error::Shape {

@@ -13,5 +13,10 @@ use crate::batch::is_real;
 
 /// `A_opd_t = lp_teacher_t - lp_old_t` at real tokens, 0 at padding; all `[S * T]`.
 pub fn opd_advantages(lp_old: &[f32], lp_teacher: &[f32], mask: &[f32]) -> Vec<f32> {
-    lp_old.iter().zip(lp_teacher).zip(mask).map(|((&old, &teacher), &m)| if is_real(m) { teacher - old } else { 0.0 }).collect()
+    lp_old
+        .iter()
+        .zip(lp_teacher)
+        .zip(mask)
+        .map(|((&old, &teacher), &m)| if is_real(m) { teacher - old } else { 0.0 })
+        .collect()
 }

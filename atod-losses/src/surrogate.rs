@@ -78,7 +78,13 @@ pub struct PolicyGradient {
 impl PolicyGradient {
     /// `agg(L)` with metrics `loss/pg`, `actor/clipfrac`, `actor/approx_kl`.
     pub fn compute<B: Backend>(&self, ctx: &crate::loss::Ctx<'_, B>) -> crate::Result<crate::LossOutput<B>> {
-        let s = clipped_surrogate(ctx.batch.lp.clone(), ctx.batch.lp_old.clone(), ctx.advantages.clone(), self.clip, ctx.mask);
+        let s = clipped_surrogate(
+            ctx.batch.lp.clone(),
+            ctx.batch.lp_old.clone(),
+            ctx.advantages.clone(),
+            self.clip,
+            ctx.mask,
+        );
         let mut out = crate::LossOutput::term("loss/pg", ctx.aggregate(s.per_token), 1.0);
         out.metrics.insert("actor/clipfrac".to_owned(), s.clipfrac);
         out.metrics.insert("actor/approx_kl".to_owned(), s.approx_kl);

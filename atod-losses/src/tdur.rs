@@ -57,7 +57,8 @@ pub enum Weighting {
 
 impl Weighting {
     /// Every weighting, with its name.
-    pub const ALL: [(&'static str, Weighting); 3] = [("uniform", Weighting::Uniform), ("tdur", Weighting::Tdur), ("token", Weighting::Token)];
+    pub const ALL: [(&'static str, Weighting); 3] =
+        [("uniform", Weighting::Uniform), ("tdur", Weighting::Tdur), ("token", Weighting::Token)];
 
     /// The registered name.
     pub fn name(self) -> &'static str {
@@ -153,8 +154,11 @@ pub fn turn_weights(batch: &StepBatch, layout: &Layout, weighting: Weighting, re
                 per_token[k] = soft_or(dn[i], hn[i]);
             }
             for (traj, rows) in layout.rows_of_traj.iter().enumerate() {
-                let cells: Vec<usize> =
-                    rows.iter().flat_map(|&r| (0..t).map(move |c| r * t + c)).filter(|&k| is_real(batch.mask[k])).collect();
+                let cells: Vec<usize> = rows
+                    .iter()
+                    .flat_map(|&r| (0..t).map(move |c| r * t + c))
+                    .filter(|&k| is_real(batch.mask[k]))
+                    .collect();
                 if guarded[traj] {
                     cells.iter().for_each(|&k| per_token[k] = 1.0);
                 } else if rescale {

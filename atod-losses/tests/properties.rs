@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use atod_core::{Schedule, SplitMix64};
 use atod_losses::batch::host_tensor;
-use atod_losses::{Aggregation, Advantages, HybridAdvantage, Loss, LossConfig, Mask, StepBatch, StepInfo, TrainBatch, Weighting};
+use atod_losses::{
+    Advantages, Aggregation, HybridAdvantage, Loss, LossConfig, Mask, StepBatch, StepInfo, TrainBatch, Weighting,
+};
 use atod_models::{CpuAutodiff, CpuBackend};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
@@ -65,7 +67,13 @@ fn random_step(seed: u64, n_traj: usize, n_groups: usize, max_turns: usize, n_co
 }
 
 fn hybrid(kappa: f64, rho: f64, weighting: Weighting, rescale: bool) -> HybridAdvantage {
-    HybridAdvantage { kappa: Schedule::constant(kappa), rho: Schedule::constant(rho), weighting, rescale, norm_by_std: true }
+    HybridAdvantage {
+        kappa: Schedule::constant(kappa),
+        rho: Schedule::constant(rho),
+        weighting,
+        rescale,
+        norm_by_std: true,
+    }
 }
 
 proptest! {
@@ -238,16 +246,29 @@ impl Mini {
     fn run(&self, loss: &Loss) -> (BTreeMap<String, f64>, Vec<f32>) {
         let d = Default::default();
         let t2 = |x: &Vec<f32>| host_tensor::<CpuAutodiff>(x.clone(), self.s, self.t, &d);
-        let t3 = |x: &Vec<f32>| log_softmax(Tensor::<CpuAutodiff, 3>::from_data(TensorData::new(x.clone(), [self.s, self.t, self.v]), &d), 2);
+        let t3 = |x: &Vec<f32>| {
+            log_softmax(
+                Tensor::<CpuAutodiff, 3>::from_data(TensorData::new(x.clone(), [self.s, self.t, self.v]), &d),
+                2,
+            )
+        };
         let lp = t2(&self.fields[0]).require_grad();
-        let batch = TrainBatch::new(lp.clone(), t2(&self.fields[1]), t2(&self.fields[2]), t2(&self.fields[3]), t2(&self.mask()))
-            .with_ref(t2(&self.fields[4]))
-            .with_vocab(t3(&self.logits[0]), t3(&self.logits[1]));
+        let batch = TrainBatch::new(
+            lp.clone(),
+            t2(&self.fields[1]),
+            t2(&self.fields[2]),
+            t2(&self.fields[3]),
+            t2(&self.mask()),
+        )
+        .with_ref(t2(&self.fields[4]))
+        .with_vocab(t3(&self.logits[0]), t3(&self.logits[1]));
         let out = loss.objective(&batch, t2(&self.fields[5]), StepInfo::new(3, 10)).unwrap();
         let grads = out.loss.backward();
         let grad: Vec<f32> = lp.grad(&grads).unwrap().into_data().to_vec().unwrap();
-        let real = grad.iter().enumerate().filter(|(k, _)| k % self.t < self.lengths[k / self.t]).map(|(_, &g)| g).collect();
-        let padded_grad_is_zero = grad.iter().enumerate().all(|(k, &g)| k % self.t < self.lengths[k / self.t] || g == 0.0);
+        let real =
+            grad.iter().enumerate().filter(|(k, _)| k % self.t < self.lengths[k / self.t]).map(|(_, &g)| g).collect();
+        let padded_grad_is_zero =
+            grad.iter().enumerate().all(|(k, &g)| k % self.t < self.lengths[k / self.t] || g == 0.0);
         assert!(padded_grad_is_zero, "gradient at a padded position");
         (out.metrics, real)
     }
@@ -255,11 +276,15 @@ impl Mini {
 
 fn full_loss(aggregation: Aggregation) -> Loss {
     let mut c = LossConfig { aggregation, max_response_len: Some(8), clip_high: 0.28, ..LossConfig::atod() };
-    c.components = [("kl", 0.1), ("entropy", 0.01), ("gkd", 0.5)].map(|(n, v)| (n.to_owned(), Schedule::constant(v))).into();
+    c.components =
+        [("kl", 0.1), ("entropy", 0.01), ("gkd", 0.5)].map(|(n, v)| (n.to_owned(), Schedule::constant(v))).into();
     Loss::new(c).unwrap()
 }
 
-fn assert_same(a: &(BTreeMap<String, f64>, Vec<f32>), b: &(BTreeMap<String, f64>, Vec<f32>)) -> Result<(), TestCaseError> {
+fn assert_same(
+    a: &(BTreeMap<String, f64>, Vec<f32>),
+    b: &(BTreeMap<String, f64>, Vec<f32>),
+) -> Result<(), TestCaseError> {
     prop_assert_eq!(a.0.keys().collect::<Vec<_>>(), b.0.keys().collect::<Vec<_>>());
     for (k, x) in &a.0 {
         let y = b.0[k];

@@ -47,7 +47,9 @@ fn losses(c: &mut Criterion) {
     let step = StepInfo::new(40, 150);
     let mut group = c.benchmark_group("losses");
     group.throughput(Throughput::Elements((ROWS * COLS) as u64));
-    group.bench_function("advantages_100k", |b| b.iter(|| loss.advantages(black_box(&batch), step).expect("advantages")));
+    group.bench_function("advantages_100k", |b| {
+        b.iter(|| loss.advantages(black_box(&batch), step).expect("advantages"))
+    });
 
     let adv = loss.advantages(&batch, step).expect("advantages");
     let d = Default::default();
@@ -58,8 +60,14 @@ fn losses(c: &mut Criterion) {
     group.bench_function("objective_backward_100k", |b| {
         b.iter(|| {
             let lp = t(&batch.lp_old).add_scalar(0.01).require_grad();
-            let train = TrainBatch::new(lp.clone(), t(&batch.lp_old), t(&batch.lp_teacher), t(&entropy).require_grad(), t(&batch.mask))
-                .with_ref(t(&lp_ref));
+            let train = TrainBatch::new(
+                lp.clone(),
+                t(&batch.lp_old),
+                t(&batch.lp_teacher),
+                t(&entropy).require_grad(),
+                t(&batch.mask),
+            )
+            .with_ref(t(&lp_ref));
             let advantages = adv.rows(&rows, COLS, &d).expect("rows");
             let out = loss.objective(&train, advantages, step).expect("objective");
             let grads = out.loss.backward();
