@@ -1,6 +1,36 @@
 //! atod's loss components on burn (DESIGN.md §3): GRPO and OPD advantages, T-DUR turn weights, the annealed
-//! ATOD hybrid, the clipped surrogate and its aggregation modes, composed by name from TOML. They arrive with the
-//! losses issue; this crate exists now so that the workspace, its features and its CI are in their final shape.
+//! ATOD hybrid, the clipped surrogate and its aggregation modes, and the optional k3 KL, entropy bonus and GKD
+//! terms, composed by name from a TOML `[loss]` table ([`LossConfig`], [`Loss`]).
 //!
-//! Architecture invariant: atod-losses never samples and never sees an environment; it maps one `TrainBatch`
-//! to `(loss, metrics)`.
+//! A training step uses it in two stages. Once over the whole step's batch, on the host and without gradient:
+//! [`Loss::advantages`] on a [`StepBatch`] gives the per-token hybrid advantages, the weights and their metrics
+//! ([`Advantages`]). Then for each mini-batch of rows and PPO epoch: [`Loss::objective`] on a [`TrainBatch`] and
+//! the rows' advantages ([`Advantages::rows`]) gives a [`LossOutput`] (the scalar loss with its graph, and
+//! metrics with stable keys); [`LossOutput::check_finite`] and [`check_finite`] on the gradient norm let the
+//! trainer skip a non-finite update. Padding and masks are handled in one place, [`batch`].
+//!
+//! Architecture invariant: atod-losses never samples and never sees an environment; it maps one batch to
+//! `(loss, metrics)`.
+
+pub mod aggregation;
+pub mod batch;
+pub mod entropy;
+mod error;
+pub mod gkd;
+pub mod grpo;
+pub mod hybrid;
+pub mod kl;
+pub mod loss;
+pub mod opd;
+pub mod registry;
+pub mod surrogate;
+pub mod tdur;
+
+pub use aggregation::Aggregation;
+pub use batch::{pad_rows, Layout, Mask, StepBatch, TrainBatch, VocabLogProbs};
+pub use error::{Error, Result};
+pub use hybrid::{Advantages, HybridAdvantage, StepInfo};
+pub use loss::{all_finite, check_finite, Component, Ctx, Loss, LossConfig, LossOutput, COMPONENTS};
+pub use registry::Registry;
+pub use surrogate::Clip;
+pub use tdur::{TurnWeights, Weighting};

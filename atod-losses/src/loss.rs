@@ -1,0 +1,493 @@
+//! The composed loss: a `[loss]` TOML table (or a preset) in, the two stages of a training step out.
+//!
+//! ```toml
+//! [loss]
+//! preset = "atod"                  # optional, default "atod"; the keys below override it
+//! kappa = "linear(1.0, 0.1, 80)"   # OPD coefficient: a number or a schedule expression (DESIGN §4)
+//! rho = "linear(1.0, 2.0, 80)"     # GRPO coefficient
+//! weighting = "tdur"               # uniform | tdur | token
+//! rescale = false                  # mean-preserving rescale of the weights per trajectory, clipped to [0.5, 2]
+//! norm_by_std = true               # false: Dr.GRPO
+//! aggregation = "token-mean"       # token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
+//! max_response_len = 512           # optional: the constant of seq-mean-token-sum-norm (default: the padded T)
+//! clip_low = 0.2                   # eps_lo
+//! clip_high = 0.2                  # eps_hi (DAPO's clip-higher when larger)
+//!
+//! [loss.components]                # extra terms by registered name = coefficient (number or schedule)
+//! kl = 0.0                         # k3 KL to a reference (needs TrainBatch::lp_ref)
+//! entropy = 0.0                    # entropy bonus (subtracted)
+//! gkd = 0.0                        # full-vocabulary reverse KL (needs TrainBatch::vocab)
+//! ```
+//!
+//! Unknown keys (`deny_unknown_fields`), presets, weightings, aggregations and components are errors that list
+//! the known names. Stage one, once per step over the whole batch: [`Loss::advantages`] (host, stop-gradient).
+//! Stage two, per mini-batch: [`Loss::objective`] (tensors, with gradient): the clipped surrogate of the
+//! precomputed advantages plus the components, each reduced by the one aggregation.
+
+use std::collections::BTreeMap;
+
+use atod_core::Schedule;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::aggregation::Aggregation;
+use crate::batch::{scalar, Mask, StepBatch, TrainBatch};
+use crate::entropy::EntropyBonus;
+use crate::error::{Error, Result};
+use crate::gkd::GkdDistill;
+use crate::hybrid::{Advantages, HybridAdvantage, StepInfo};
+use crate::kl::KlPenalty;
+use crate::registry::Registry;
+use crate::surrogate::{Clip, PolicyGradient};
+use crate::tdur::Weighting;
+
+/// The resolved `[loss]` configuration: every field explicit. Deserialises from the TOML shape of the
+/// [module documentation](self) (a preset plus overrides) and serialises back with every field written out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "LossToml")]
+pub struct LossConfig {
+    /// Coefficient of the weighted OPD advantage.
+    pub kappa: Schedule,
+    /// Coefficient of the GRPO advantage.
+    pub rho: Schedule,
+    /// Weighting of the OPD term.
+    pub weighting: Weighting,
+    /// Mean-preserving rescale of the weights.
+    pub rescale: bool,
+    /// GRPO's division by the group std (false: Dr.GRPO).
+    pub norm_by_std: bool,
+    /// Aggregation of every per-token term.
+    pub aggregation: Aggregation,
+    /// The constant of `seq-mean-token-sum-norm`; None: the padded T of each mini-batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_response_len: Option<usize>,
+    /// eps_lo of the clip.
+    pub clip_low: f64,
+    /// eps_hi of the clip.
+    pub clip_high: f64,
+    /// Coefficients of the extra components by registered name (`kl`, `entropy`, `gkd`); absent means 0.
+    pub components: BTreeMap<String, Schedule>,
+}
+
+/// The names of the extra components, in the order they are added to the loss.
+pub const COMPONENTS: [&str; 3] = ["kl", "entropy", "gkd"];
+
+/// The presets, by name.
+pub fn presets() -> Registry<fn() -> LossConfig> {
+    Registry::from_entries(
+        "loss preset",
+        [
+            ("atod", LossConfig::atod as fn() -> LossConfig),
+            ("opd", LossConfig::opd),
+            ("grpo", LossConfig::grpo),
+            ("atod-uniform", LossConfig::atod_uniform),
+            ("atod-const", LossConfig::atod_const),
+            ("atod-token", LossConfig::atod_token),
+        ],
+    )
+    .expect("the preset names are distinct")
+}
+
+/// The extra loss components, by name.
+pub fn components() -> Registry<()> {
+    Registry::from_entries("loss component", COMPONENTS.map(|n| (n, ()))).expect("the component names are distinct")
+}
+
+/// The weightings, by name.
+pub fn weightings() -> Registry<Weighting> {
+    Registry::from_entries("weighting", Weighting::ALL).expect("the weighting names are distinct")
+}
+
+/// The aggregation modes, by name.
+pub fn aggregations() -> Registry<Aggregation> {
+    Registry::from_entries("aggregation", Aggregation::ALL).expect("the aggregation names are distinct")
+}
+
+impl LossConfig {
+    /// ATOD as in the paper: `kappa = linear(1.0, 0.1, 80)`, `rho = linear(1.0, 2.0, 80)`, T-DUR weights, GRPO
+    /// normalised by the std, token-mean, clip 0.2, no extra component.
+    pub fn atod() -> LossConfig {
+        LossConfig {
+            kappa: Schedule::parse("linear(1.0, 0.1, 80)").expect("a valid schedule"),
+            rho: Schedule::parse("linear(1.0, 2.0, 80)").expect("a valid schedule"),
+            weighting: Weighting::Tdur,
+            rescale: false,
+            norm_by_std: true,
+            aggregation: Aggregation::TokenMean,
+            max_response_len: None,
+            clip_low: 0.2,
+            clip_high: 0.2,
+            components: BTreeMap::new(),
+        }
+    }
+
+    /// On-policy distillation alone: `kappa = 1`, `rho = 0`, uniform weights.
+    pub fn opd() -> LossConfig {
+        LossConfig {
+            kappa: Schedule::constant(1.0),
+            rho: Schedule::constant(0.0),
+            weighting: Weighting::Uniform,
+            ..Self::atod()
+        }
+    }
+
+    /// GRPO alone: `kappa = 0`, `rho = 1` (the weighting is then irrelevant; uniform).
+    pub fn grpo() -> LossConfig {
+        LossConfig {
+            kappa: Schedule::constant(0.0),
+            rho: Schedule::constant(1.0),
+            weighting: Weighting::Uniform,
+            ..Self::atod()
+        }
+    }
+
+    /// ATOD's schedules without T-DUR (uniform weights).
+    pub fn atod_uniform() -> LossConfig {
+        LossConfig { weighting: Weighting::Uniform, ..Self::atod() }
+    }
+
+    /// ATOD without annealing: `kappa` and `rho` fixed at their start values, 1.0 and 1.0.
+    pub fn atod_const() -> LossConfig {
+        LossConfig { kappa: Schedule::constant(1.0), rho: Schedule::constant(1.0), ..Self::atod() }
+    }
+
+    /// ATOD with per-token weights.
+    pub fn atod_token() -> LossConfig {
+        LossConfig { weighting: Weighting::Token, ..Self::atod() }
+    }
+
+    /// A preset by name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownName`] listing the presets.
+    pub fn preset(name: &str) -> Result<LossConfig> {
+        presets().get(name).map(|f| f())
+    }
+
+    /// Reads the `[loss]` table of a TOML document (a run config, say); a document without one gives the
+    /// default preset.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for TOML that does not parse or an unknown key, [`Error::UnknownName`] for an unknown
+    /// name, [`Error::Value`] for a value out of range.
+    pub fn from_toml(document: &str) -> Result<LossConfig> {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            loss: Option<toml::Value>,
+        }
+        let doc: Doc = toml::from_str(document).map_err(|e| Error::Config { message: e.message().to_owned() })?;
+        let table: LossToml = match doc.loss {
+            Some(v) => v.try_into().map_err(|e: toml::de::Error| Error::Config { message: e.message().to_owned() })?,
+            None => LossToml::default(),
+        };
+        LossConfig::try_from(table)
+    }
+
+    /// The coefficient of component `name` (0 when absent).
+    pub fn component(&self, name: &str) -> Schedule {
+        self.components.get(name).cloned().unwrap_or_else(|| Schedule::constant(0.0))
+    }
+
+    /// Checks ranges and component names.
+    pub fn validate(&self) -> Result<()> {
+        let known = components();
+        for name in self.components.keys() {
+            known.get(name)?;
+        }
+        for (key, v) in [("clip_low", self.clip_low), ("clip_high", self.clip_high)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::Value { key, got: v.to_string(), expected: "a finite number >= 0" });
+            }
+        }
+        if self.clip_low >= 1.0 {
+            return Err(Error::Value { key: "clip_low", got: self.clip_low.to_string(), expected: "a number below 1" });
+        }
+        if self.max_response_len == Some(0) {
+            return Err(Error::Value { key: "max_response_len", got: "0".into(), expected: "at least 1" });
+        }
+        Ok(())
+    }
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig::atod()
+    }
+}
+
+/// The `[loss]` table as written: a preset plus optional overrides.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LossToml {
+    preset: Option<String>,
+    kappa: Option<Schedule>,
+    rho: Option<Schedule>,
+    weighting: Option<String>,
+    rescale: Option<bool>,
+    norm_by_std: Option<bool>,
+    aggregation: Option<String>,
+    max_response_len: Option<usize>,
+    clip_low: Option<f64>,
+    clip_high: Option<f64>,
+    components: Option<BTreeMap<String, Schedule>>,
+}
+
+impl TryFrom<LossToml> for LossConfig {
+    type Error = Error;
+
+    fn try_from(t: LossToml) -> Result<LossConfig> {
+        let mut c = LossConfig::preset(t.preset.as_deref().unwrap_or("atod"))?;
+        if let Some(v) = t.kappa {
+            c.kappa = v;
+        }
+        if let Some(v) = t.rho {
+            c.rho = v;
+        }
+        if let Some(v) = t.weighting {
+            c.weighting = *weightings().get(&v)?;
+        }
+        if let Some(v) = t.rescale {
+            c.rescale = v;
+        }
+        if let Some(v) = t.norm_by_std {
+            c.norm_by_std = v;
+        }
+        if let Some(v) = t.aggregation {
+            c.aggregation = *aggregations().get(&v)?;
+        }
+        if t.max_response_len.is_some() {
+            c.max_response_len = t.max_response_len;
+        }
+        if let Some(v) = t.clip_low {
+            c.clip_low = v;
+        }
+        if let Some(v) = t.clip_high {
+            c.clip_high = v;
+        }
+        if let Some(v) = t.components {
+            c.components.extend(v);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// A loss term's value and metrics.
+#[derive(Debug, Clone)]
+pub struct LossOutput<B: Backend> {
+    /// The scalar to minimise, `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Metrics with stable keys.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl<B: Backend> LossOutput<B> {
+    /// `coef * value`, reporting `value` (unscaled) under `key`.
+    pub(crate) fn term(key: &str, value: Tensor<B, 1>, coef: f64) -> Self {
+        let metrics = BTreeMap::from([(key.to_owned(), scalar(value.clone().detach()))]);
+        LossOutput { loss: value.mul_scalar(coef), metrics }
+    }
+
+    /// `loss/total` (NaN when missing).
+    pub fn total(&self) -> f64 {
+        self.metrics.get("loss/total").copied().unwrap_or(f64::NAN)
+    }
+
+    /// Whether the total loss is finite; when it is not, the trainer should skip the update.
+    pub fn is_finite(&self) -> bool {
+        self.total().is_finite()
+    }
+
+    /// [`Error::NonFinite`] when the total loss is NaN or infinite.
+    pub fn check_finite(&self) -> Result<()> {
+        check_finite("loss/total", self.total())
+    }
+}
+
+/// [`Error::NonFinite`] naming `what` when `value` is NaN or infinite: for a loss, or for the global gradient
+/// norm the trainer computes before clipping (a non-finite norm means some gradient is), so that it can skip
+/// the update.
+pub fn check_finite(what: &str, value: f64) -> Result<()> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::NonFinite { what: what.to_owned(), value })
+    }
+}
+
+/// Whether every element of `t` is finite (one host sync): for a gradient tensor.
+pub fn all_finite<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    scalar(t.clone().is_nan().float().sum()) == 0.0 && scalar(t.clone().is_inf().float().sum()) == 0.0
+}
+
+/// What every component's `compute` sees: the mini-batch, its advantages, the mask and the aggregation.
+#[derive(Debug)]
+pub struct Ctx<'a, B: Backend> {
+    /// The mini-batch.
+    pub batch: &'a TrainBatch<B>,
+    /// Precomputed advantages of its rows, `[S, T]`.
+    pub advantages: &'a Tensor<B, 2>,
+    /// Its mask.
+    pub mask: &'a Mask<B>,
+    /// The aggregation.
+    pub aggregation: Aggregation,
+    /// The constant of `seq-mean-token-sum-norm`.
+    pub max_response_len: Option<usize>,
+}
+
+impl<B: Backend> Ctx<'_, B> {
+    /// Reduces a per-token term with the loss's aggregation.
+    pub fn aggregate(&self, per_token: Tensor<B, 2>) -> Tensor<B, 1> {
+        self.aggregation.aggregate(per_token, self.mask, self.max_response_len)
+    }
+}
+
+/// One extra term of the loss.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Component {
+    /// k3 KL to a reference.
+    Kl(KlPenalty),
+    /// Entropy bonus.
+    Entropy(EntropyBonus),
+    /// Full-vocabulary reverse KL (GKD).
+    Gkd(GkdDistill),
+}
+
+impl Component {
+    /// The component registered as `name` with coefficient `coef`.
+    pub fn from_name(name: &str, coef: Schedule) -> Result<Component> {
+        components().get(name)?;
+        Ok(match name {
+            "kl" => Component::Kl(KlPenalty { coef }),
+            "entropy" => Component::Entropy(EntropyBonus { coef }),
+            _ => Component::Gkd(GkdDistill { coef }),
+        })
+    }
+
+    fn coef(&self) -> &Schedule {
+        match self {
+            Component::Kl(c) => &c.coef,
+            Component::Entropy(c) => &c.coef,
+            Component::Gkd(c) => &c.coef,
+        }
+    }
+
+    /// The term at this step, or None when its coefficient is 0 there (then its inputs are not needed).
+    pub fn compute<B: Backend>(&self, ctx: &Ctx<'_, B>, step: StepInfo) -> Result<Option<LossOutput<B>>> {
+        let coef = self.coef().eval(step.step, step.total);
+        if coef == 0.0 {
+            return Ok(None);
+        }
+        match self {
+            Component::Kl(c) => c.compute(ctx, coef),
+            Component::Entropy(c) => c.compute(ctx, coef),
+            Component::Gkd(c) => c.compute(ctx, coef),
+        }
+        .map(Some)
+    }
+}
+
+/// The loss of a run, built once from its [`LossConfig`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loss {
+    config: LossConfig,
+    advantage: HybridAdvantage,
+    pg: PolicyGradient,
+    components: Vec<Component>,
+}
+
+impl Loss {
+    /// Builds the loss.
+    ///
+    /// # Errors
+    ///
+    /// What [`LossConfig::validate`] finds.
+    pub fn new(config: LossConfig) -> Result<Loss> {
+        config.validate()?;
+        let advantage = HybridAdvantage {
+            kappa: config.kappa.clone(),
+            rho: config.rho.clone(),
+            weighting: config.weighting,
+            rescale: config.rescale,
+            norm_by_std: config.norm_by_std,
+        };
+        let pg = PolicyGradient { clip: Clip { low: config.clip_low, high: config.clip_high } };
+        let components = COMPONENTS
+            .iter()
+            .filter_map(|&name| config.components.get(name).map(|coef| Component::from_name(name, coef.clone())))
+            .collect::<Result<_>>()?;
+        Ok(Loss { config, advantage, pg, components })
+    }
+
+    /// A preset by name.
+    pub fn preset(name: &str) -> Result<Loss> {
+        Loss::new(LossConfig::preset(name)?)
+    }
+
+    /// The `[loss]` table of a TOML document.
+    pub fn from_toml(document: &str) -> Result<Loss> {
+        Loss::new(LossConfig::from_toml(document)?)
+    }
+
+    /// The resolved configuration (serialise it into the run's resolved config).
+    pub fn config(&self) -> &LossConfig {
+        &self.config
+    }
+
+    /// Stage one, once per step over the whole batch: the hybrid advantages, the weights and their metrics.
+    pub fn advantages(&self, batch: &StepBatch, step: StepInfo) -> Result<Advantages> {
+        Advantages::compute(&self.advantage, batch, step)
+    }
+
+    /// Stage two, per mini-batch: the clipped surrogate of `advantages` (`[S, T]`, from [`Advantages::rows`])
+    /// aggregated over the mask, plus the components whose coefficient is non-zero at `step`.
+    ///
+    /// Metrics: `loss/total`, `loss/pg`, `actor/clipfrac`, `actor/approx_kl`, `actor/entropy` (token-mean of
+    /// the current entropy), `sched/kappa`, `sched/rho`, and `loss/kl`, `loss/entropy`, `loss/gkd` for the
+    /// components computed (unscaled by their coefficients).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] for mismatched tensors, [`Error::MissingInput`] for a component whose input is absent.
+    /// A non-finite loss is not an error here: see [`LossOutput::check_finite`].
+    pub fn objective<B: Backend>(
+        &self,
+        batch: &TrainBatch<B>,
+        advantages: Tensor<B, 2>,
+        step: StepInfo,
+    ) -> Result<LossOutput<B>> {
+        batch.check()?;
+        if advantages.dims() != batch.dims() {
+            return Err(Error::Shape {
+                field: "advantages",
+                expected: format!("{:?}", batch.dims()),
+                got: format!("{:?}", advantages.dims()),
+            });
+        }
+        let mask = Mask::new(&batch.mask);
+        let ctx = Ctx {
+            batch,
+            advantages: &advantages,
+            mask: &mask,
+            aggregation: self.config.aggregation,
+            max_response_len: self.config.max_response_len,
+        };
+        let mut out = self.pg.compute(&ctx)?;
+        for component in &self.components {
+            if let Some(term) = component.compute(&ctx, step)? {
+                out.loss = out.loss + term.loss;
+                out.metrics.extend(term.metrics);
+            }
+        }
+        let m = &mut out.metrics;
+        m.insert("actor/entropy".to_owned(), mask.mean_host(batch.entropy.clone().detach()));
+        m.insert("sched/kappa".to_owned(), self.config.kappa.eval(step.step, step.total));
+        m.insert("sched/rho".to_owned(), self.config.rho.eval(step.step, step.total));
+        m.insert("loss/total".to_owned(), scalar(out.loss.clone().detach()));
+        Ok(out)
+    }
+}
