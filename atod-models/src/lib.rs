@@ -11,6 +11,7 @@ mod error;
 pub mod generate;
 pub mod hotpath;
 pub mod model;
+pub mod policy;
 pub mod tokenizer;
 
 pub use backend::{compiled_backends, CpuAutodiff, CpuBackend, DeviceSpec};
@@ -19,5 +20,6 @@ pub use backend::{CudaAutodiff, CudaBackend};
 pub use error::{Error, Result};
 pub use generate::{generate, response_stats, score, Generation, ResponseStats, SamplingParams, Scored};
 pub use hotpath::{token_logprobs, HotPathBackend, TokenStats};
+pub use policy::LmPolicy;
 pub use model::{KvCache, Layout, ModelType, Transformer, TransformerConfig};
 pub use tokenizer::{ChatEncoding, ChatTokenizer};
