@@ -20,6 +20,6 @@ pub use backend::{CudaAutodiff, CudaBackend};
 pub use error::{Error, Result};
 pub use generate::{generate, response_stats, score, Generation, ResponseStats, SamplingParams, Scored};
 pub use hotpath::{token_logprobs, HotPathBackend, TokenStats};
-pub use policy::LmPolicy;
 pub use model::{KvCache, Layout, ModelType, Transformer, TransformerConfig};
+pub use policy::LmPolicy;
 pub use tokenizer::{ChatEncoding, ChatTokenizer};

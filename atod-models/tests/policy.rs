@@ -41,10 +41,15 @@ fn responses_align_ids_logprobs_and_text() {
         assert_eq!(r.text, policy.tokenizer.decode(&body));
     }
     // The same seed gives the same samples; scoring agrees with the behaviour log-probs.
-    let again = self::policy(sampling, 5).act(&inputs()).unwrap();
+    // (A second policy over the same weights: re-initialising would race other tests for burn's global seed.)
+    let mut twin =
+        LmPolicy::new("twin", policy.model.clone(), policy.config.clone(), policy.tokenizer.clone(), sampling, 5)
+            .unwrap();
+    let again = twin.act(&inputs()).unwrap();
     assert_eq!(again, responses);
     let prompts: Vec<Vec<u32>> = inputs().iter().map(|i| policy.encode(i)).collect();
-    let pairs: Vec<(&[u32], &[u32])> = prompts.iter().zip(&responses).map(|(p, r)| (&p[..], &r.token_ids[..])).collect();
+    let pairs: Vec<(&[u32], &[u32])> =
+        prompts.iter().zip(&responses).map(|(p, r)| (&p[..], &r.token_ids[..])).collect();
     for (scored, r) in policy.score(&pairs).unwrap().iter().zip(&responses) {
         for (a, b) in scored.logprobs.iter().zip(&r.logprobs) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
