@@ -266,6 +266,22 @@ pub fn save<B: Backend>(
     write_dir_atomic(dir, &files)
 }
 
+/// Writes one file atomically: a temporary file beside it, synced, then renamed over it.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(|err| Error::io(parent, err))?;
+    let name = path.file_name().ok_or_else(|| Error::io(path, "not a file name"))?.to_string_lossy().into_owned();
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut handle = fs::File::create(&tmp).map_err(|err| Error::io(&tmp, err))?;
+    handle.write_all(bytes).map_err(|err| Error::io(&tmp, err))?;
+    handle.sync_all().map_err(|err| Error::io(&tmp, err))?;
+    fs::rename(&tmp, path).map_err(|err| Error::io(path, err))?;
+    if let Ok(dir) = fs::File::open(parent) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
 /// Writes `files` into a fresh directory beside `dir`, syncs it, and swaps it into place.
 pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

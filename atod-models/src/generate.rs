@@ -257,41 +257,67 @@ pub fn response_stats<B: HotPathBackend>(
     if let Some(i) = pairs.iter().position(|(p, _)| p.is_empty()) {
         return Err(Error::BadInput { what: format!("pair {i} has an empty prompt") });
     }
+    let rows: Vec<(Vec<u32>, Vec<bool>)> = pairs
+        .iter()
+        .map(|(prompt, response)| {
+            let ids = prompt.iter().chain(response.iter()).copied().collect();
+            let mask =
+                std::iter::repeat_n(false, prompt.len()).chain(std::iter::repeat_n(true, response.len())).collect();
+            (ids, mask)
+        })
+        .collect();
+    let rows: Vec<(&[u32], &[bool])> = rows.iter().map(|(ids, mask)| (&ids[..], &mask[..])).collect();
+    sequence_stats(model, &rows, temperature)
+}
+
+/// Statistics of chosen tokens of whole sequences: `targets[b][t]` says whether token t of row b is a target
+/// (predicted from the tokens before it; token 0 never is). This is SFT's form of [`response_stats`]: the
+/// loss mask of a chat transcript picks the assistant tokens wherever they are.
+///
+/// # Shapes
+/// - output: `[rows.len(), max number of targets in a row]` each
+pub fn sequence_stats<B: HotPathBackend>(
+    model: &Transformer<B>,
+    rows: &[(&[u32], &[bool])],
+    temperature: f32,
+) -> Result<ResponseStats<B>> {
+    if let Some(i) = rows.iter().position(|(ids, mask)| ids.len() != mask.len()) {
+        return Err(Error::BadInput { what: format!("row {i}: ids and target mask differ in length") });
+    }
     if !(temperature > 0.0 && temperature.is_finite()) {
         return Err(Error::BadInput { what: format!("scoring temperature must be positive, got {temperature}") });
     }
-    check_ids(pairs.iter().flat_map(|(p, r)| p.iter().chain(r.iter())), model.vocab_size())?;
+    check_ids(rows.iter().flat_map(|(ids, _)| ids.iter()), model.vocab_size())?;
     let device = model.device();
-    let rows = pairs.len();
-    let lengths: Vec<usize> = pairs.iter().map(|(p, r)| p.len() + r.len()).collect();
+    let n = rows.len();
+    let lengths: Vec<usize> = rows.iter().map(|(ids, _)| ids.len()).collect();
     let layout = Layout::right_padded(&lengths);
     let width = layout.width();
-    let span = pairs.iter().map(|(_, r)| r.len()).max().unwrap_or(0).max(1);
-    let mut ids = Vec::with_capacity(rows * width);
-    let mut gather = Vec::with_capacity(rows * span);
-    let mut targets = Vec::with_capacity(rows * span);
-    let mut mask = Vec::with_capacity(rows * span);
-    for (b, (prompt, response)) in pairs.iter().enumerate() {
-        ids.extend(prompt.iter().chain(response.iter()).map(|&t| t as i32));
-        ids.extend(std::iter::repeat_n(0, width - prompt.len() - response.len()));
+    let positions: Vec<Vec<usize>> =
+        rows.iter().map(|(_, mask)| (1..mask.len()).filter(|&t| mask[t]).collect()).collect();
+    let span = positions.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut ids = Vec::with_capacity(n * width);
+    let (mut gather, mut targets, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, ((row, _), pos)) in rows.iter().zip(&positions).enumerate() {
+        ids.extend(row.iter().map(|&t| t as i32));
+        ids.extend(std::iter::repeat_n(0, width - row.len()));
         for j in 0..span {
-            // Response token j sits at column prompt.len() + j and is predicted by the column before it.
-            let real = j < response.len();
-            gather.push((b * width + if real { prompt.len() + j - 1 } else { 0 }) as i32);
-            targets.push(if real { response[j] as i32 } else { 0 });
+            let real = j < pos.len();
+            gather.push((b * width + if real { pos[j] - 1 } else { 0 }) as i32);
+            targets.push(if real { row[pos[j]] as i32 } else { 0 });
             mask.push(if real { 1.0f32 } else { 0.0 });
         }
     }
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows, width]), &device);
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, width]), &device);
     let hidden = model.forward_hidden(ids, &layout);
     let d = hidden.dims()[2];
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(gather, [rows * span]), &device);
-    let picked = hidden.reshape([rows * width, d]).select(0, index).reshape([rows, span, d]);
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(gather, [n * span]), &device);
+    let picked = hidden.reshape([n * width, d]).select(0, index).reshape([n, span, d]);
     let logits = model.head(picked);
     let logits = if temperature == 1.0 { logits } else { logits / temperature };
-    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [rows, span]), &device);
+    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, span]), &device);
     let TokenStats { logp, entropy } = token_logprobs(logits, targets);
-    let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [rows, span]), &device);
+    let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [n, span]), &device);
     Ok(ResponseStats { logp: logp * mask.clone(), entropy: entropy * mask.clone(), mask })
 }
 

@@ -11,6 +11,7 @@ mod error;
 pub mod generate;
 pub mod hotpath;
 pub mod model;
+pub mod optim;
 pub mod policy;
 pub mod tokenizer;
 
@@ -18,7 +19,9 @@ pub use backend::{compiled_backends, CpuAutodiff, CpuBackend, DeviceSpec};
 #[cfg(feature = "cuda")]
 pub use backend::{CudaAutodiff, CudaBackend};
 pub use error::{Error, Result};
-pub use generate::{generate, response_stats, score, Generation, ResponseStats, SamplingParams, Scored};
+pub use generate::{
+    generate, response_stats, score, sequence_stats, Generation, ResponseStats, SamplingParams, Scored,
+};
 pub use hotpath::{token_logprobs, HotPathBackend, TokenStats};
 pub use model::{KvCache, Layout, ModelType, Transformer, TransformerConfig};
 pub use policy::LmPolicy;
