@@ -75,15 +75,16 @@ pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
     bar.set_prefix(config.name.clone());
     bar.set_position(skipped);
     if skipped > 0 {
-        bar.println(format!("{skipped} of {} cells already finished", cells.len()));
+        eprintln!("{skipped} of {} cells already finished", cells.len());
     }
     let outcomes = grid::run_jobs(jobs, parallel, |event| match event {
         Event::Started(_, running) => bar.set_message(format!("running {}", running.join(", "))),
         Event::Ended(outcome, running) => {
             bar.inc(1);
             bar.set_message(format!("running {}", running.join(", ")));
+            // `suspend` rather than `println`, which prints nothing when the bar is hidden (no terminal).
             if !outcome.success {
-                bar.println(format!(
+                bar.suspend(|| eprintln!(
                     "cell {} failed ({}); the end of {}:\n{}",
                     outcome.id,
                     outcome.status,
