@@ -249,7 +249,11 @@ impl GridConfig {
         let mut table = self.base.clone();
         for (key, value) in &cell.values {
             set_dotted(&mut table, config_key(key), value.clone()).map_err(|e| {
-                anyhow!("grid config {}: axis {key}: {e} in the base config {}", self.path.display(), self.base_path.display())
+                anyhow!(
+                    "grid config {}: axis {key}: {e} in the base config {}",
+                    self.path.display(),
+                    self.base_path.display()
+                )
             })?;
         }
         table.insert("name".to_owned(), Value::String(cell.id.clone()));
@@ -315,11 +319,7 @@ pub fn cell_id(values: &[(String, Value)]) -> String {
             _ => format!("{key}={}", value_text(value)),
         })
         .collect();
-    parts
-        .join("-")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._=+-".contains(c) { c } else { '_' })
-        .collect()
+    parts.join("-").chars().map(|c| if c.is_ascii_alphanumeric() || "._=+-".contains(c) { c } else { '_' }).collect()
 }
 
 /// A value as plain text: strings without quotes, numbers and booleans as TOML writes them.
@@ -696,13 +696,18 @@ coef = 0.5
         )
         .unwrap();
         assert_eq!(table, expected);
-        assert!(matches!(table["train"]["lr"], Value::Float(_)) && matches!(table["train"]["steps"], Value::Integer(4)));
+        assert!(
+            matches!(table["train"]["lr"], Value::Float(_)) && matches!(table["train"]["steps"], Value::Integer(4))
+        );
     }
 
     #[test]
     fn set_dotted_refuses_to_go_through_a_value() {
         let mut table: Table = toml::from_str(BASE).unwrap();
-        assert_eq!(set_dotted(&mut table, "train.steps.max", Value::Integer(1)), Err("`train.steps` is an integer, not a table".into()));
+        assert_eq!(
+            set_dotted(&mut table, "train.steps.max", Value::Integer(1)),
+            Err("`train.steps` is an integer, not a table".into())
+        );
         set_dotted(&mut table, "a.b.c", Value::Boolean(true)).unwrap();
         assert_eq!(table["a"]["b"]["c"], Value::Boolean(true));
     }

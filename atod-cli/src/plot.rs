@@ -228,7 +228,11 @@ mod tests {
         assert_eq!(ticks(0.0, 1.0), [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
         assert_eq!(ticks(0.0, 100.0), [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
         assert_eq!(tick_label(0.6000000000000001), "0.6");
-        assert!(svg_line_chart(&SvgChart { title: String::new(), x_label: String::new(), y_label: String::new(), y_range: None }, &[]).starts_with("<svg"));
+        assert!(svg_line_chart(
+            &SvgChart { title: String::new(), x_label: String::new(), y_label: String::new(), y_range: None },
+            &[]
+        )
+        .starts_with("<svg"));
     }
 
     #[test]

@@ -15,7 +15,8 @@ fn fabricate_run(dir: &Path, env: &str, method: &str, seed: u64, success: f64) {
         format!("name = \"x\"\nmethod = \"{method}\"\nseed = {seed}\n[env]\nname = \"{env}\"\n[student]\npreset = \"student-s\"\n"),
     )
     .unwrap();
-    fs::write(dir.join("metrics.jsonl"), "{\"step\": 1, \"loss/total\": 0.25}\n{\"step\": 2, \"loss/total\": 0.2}\n").unwrap();
+    fs::write(dir.join("metrics.jsonl"), "{\"step\": 1, \"loss/total\": 0.25}\n{\"step\": 2, \"loss/total\": 0.2}\n")
+        .unwrap();
     let evals: String = [(0, 0.1), (1, success / 2.0), (2, success)]
         .iter()
         .map(|(step, rate)| {
@@ -42,7 +43,13 @@ fn report_regenerates_tables_and_plots_of_a_grid_and_shows_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let grid = dir.path().join("grid");
     for (method, seed, success) in [("atod", 0, 0.5), ("atod", 1, 0.7), ("grpo", 0, 0.25), ("grpo", 1, 0.25)] {
-        fabricate_run(&grid.join(format!("cells/counter-student-s-{method}-s{seed}")), "counter", method, seed, success);
+        fabricate_run(
+            &grid.join(format!("cells/counter-student-s-{method}-s{seed}")),
+            "counter",
+            method,
+            seed,
+            success,
+        );
     }
     let out = atod(&["report", grid.to_str().unwrap()], &[]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -53,7 +60,10 @@ fn report_regenerates_tables_and_plots_of_a_grid_and_shows_a_run() {
     assert!(md.contains("| atod | 60.00 ± 127.06 (n=2) |") && md.contains("Teacher: 80.00% success."), "{md}");
     let csv = fs::read_to_string(grid.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5);
-    assert!(csv.contains("\ncounter-student-s-atod-s1,counter,student-s,atod,1,finished,0.1,0.7,0.8,2,12.5\n"), "{csv}");
+    assert!(
+        csv.contains("\ncounter-student-s-atod-s1,counter,student-s,atod,1,finished,0.1,0.7,0.8,2,12.5\n"),
+        "{csv}"
+    );
     let svg = fs::read_to_string(grid.join("plot-counter-student-s.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2);
 
@@ -111,7 +121,8 @@ fn grid_skips_finished_cells_reports_a_failing_one_and_still_writes_the_report()
     let csv = fs::read_to_string(out_dir.join("results.csv")).unwrap();
     assert!(csv.contains("\nno-such-method-s0,counter,student-s,no-such-method,0,failed,"), "{csv}");
     assert!(out_dir.join("results.md").exists() && out_dir.join("plot-counter-student-s.svg").exists());
-    let manifest: serde_json::Value = serde_json::from_str(&fs::read_to_string(out_dir.join("grid.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out_dir.join("grid.json")).unwrap()).unwrap();
     assert_eq!(manifest["axes"], serde_json::json!(["method", "seed"]));
 
     // A config error names the key and the file, and runs nothing.
@@ -119,4 +130,13 @@ fn grid_skips_finished_cells_reports_a_failing_one_and_still_writes_the_report()
     let out = atod(&["grid", "--config", grid_file.to_str().unwrap()], &[]);
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("g.toml") && out.stderr.contains("unknown field `paralel`"), "{}", out.stderr);
+}
+
+#[test]
+fn grid_and_report_have_help() {
+    for command in [["grid", "--help"], ["report", "--help"]] {
+        let out = atod(&command, &[]);
+        assert_eq!(out.code, Some(0), "{command:?}: {}", out.stderr);
+        assert!(out.stdout.contains("Usage: atod"), "{command:?}");
+    }
 }

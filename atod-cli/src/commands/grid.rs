@@ -84,13 +84,15 @@ pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
             bar.set_message(format!("running {}", running.join(", ")));
             // `suspend` rather than `println`, which prints nothing when the bar is hidden (no terminal).
             if !outcome.success {
-                bar.suspend(|| eprintln!(
-                    "cell {} failed ({}); the end of {}:\n{}",
-                    outcome.id,
-                    outcome.status,
-                    cells_dir.join(&outcome.id).join("log.txt").display(),
-                    indent(&outcome.log_tail)
-                ));
+                bar.suspend(|| {
+                    eprintln!(
+                        "cell {} failed ({}); the end of {}:\n{}",
+                        outcome.id,
+                        outcome.status,
+                        cells_dir.join(&outcome.id).join("log.txt").display(),
+                        indent(&outcome.log_tail)
+                    )
+                });
             }
         }
     });
@@ -111,10 +113,7 @@ pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
 
 fn print_summary(out: &Path, written: &report::Written, total: usize, skipped: usize, outcomes: &[grid::Outcome]) {
     let ok = outcomes.iter().filter(|o| o.success).count();
-    println!(
-        "{total} cells: {skipped} already finished, {ok} trained now, {} failed",
-        outcomes.len() - ok
-    );
+    println!("{total} cells: {skipped} already finished, {ok} trained now, {} failed", outcomes.len() - ok);
     println!("report: {}, {}", written.markdown.display(), written.csv.display());
     for plot in &written.plots {
         println!("plot: {}", plot.display());

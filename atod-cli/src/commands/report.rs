@@ -28,7 +28,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         } else {
             let markdown = std::fs::read_to_string(&written.markdown)?;
             println!("{markdown}");
-            println!("wrote {}, {} and {} plots", written.markdown.display(), written.csv.display(), written.plots.len());
+            println!(
+                "wrote {}, {} and {} plots",
+                written.markdown.display(),
+                written.csv.display(),
+                written.plots.len()
+            );
         }
         return Ok(());
     }
@@ -39,7 +44,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .and_then(|s| s["name"].as_str().map(str::to_owned))
         .unwrap_or_else(|| args.dir.display().to_string());
     let plot = args.dir.join("plot.svg");
-    std::fs::write(&plot, report::render_run_plot(&name, &run)).with_context(|| format!("writing {}", plot.display()))?;
+    std::fs::write(&plot, report::render_run_plot(&name, &run))
+        .with_context(|| format!("writing {}", plot.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json!({"summary": run.summary, "evals": run.evals}))?);
         return Ok(());
@@ -47,14 +53,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     match &run.summary {
         Some(s) => {
             println!("run {name}: {} · {} · {} · seed {}", s["env"], s["student"], s["method"], s["seed"]);
-            for key in ["status", "steps", "initial_success_rate", "final_success_rate", "teacher_success_rate", "wall_seconds"] {
+            for key in [
+                "status",
+                "steps",
+                "initial_success_rate",
+                "final_success_rate",
+                "teacher_success_rate",
+                "wall_seconds",
+            ] {
                 println!("  {key:<22} {}", s[key]);
             }
         }
         None => println!("run {name}: not finished (no summary.json)"),
     }
     println!();
-    println!("{:>6}  {:<8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}", "step", "split", "episodes", "success", "score", "return", "turns", "invalid");
+    println!(
+        "{:>6}  {:<8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}",
+        "step", "split", "episodes", "success", "score", "return", "turns", "invalid"
+    );
     let num = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{x:.3}"));
     for e in &run.evals {
         println!(

@@ -117,7 +117,8 @@ pub fn is_grid_dir(dir: &Path) -> bool {
 pub fn load_grid(dir: &Path) -> anyhow::Result<Grid> {
     let manifest_path = dir.join("grid.json");
     let manifest: Option<Manifest> = if manifest_path.is_file() {
-        let text = fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
+        let text =
+            fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
         Some(serde_json::from_str(&text).with_context(|| format!("reading {}", manifest_path.display()))?)
     } else {
         None
@@ -443,7 +444,8 @@ pub fn render_run_plot(name: &str, run: &Run) -> String {
 /// Reads one cell's row: axis values from the manifest, else from `summary.json`, else from the run's
 /// `config.toml` or the grid's `cell.toml`; numbers from `summary.json` when the cell finished.
 fn read_row(dir: &Path, id: &str, columns: &[String], axes: &BTreeMap<String, String>) -> anyhow::Result<Row> {
-    let summary: Option<Value> = fs::read_to_string(dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let summary: Option<Value> =
+        fs::read_to_string(dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
     let config: Option<toml::Table> = ["config.toml", "cell.toml"]
         .iter()
         .find_map(|f| fs::read_to_string(dir.join(f)).ok())
@@ -457,7 +459,11 @@ fn read_row(dir: &Path, id: &str, columns: &[String], axes: &BTreeMap<String, St
             if let Some(v) = summary.as_ref().and_then(|s| json_text(&s[column.as_str()])) {
                 return v;
             }
-            config.as_ref().and_then(|c| lookup(c, grid::config_key(column))).map(|v| grid::value_text(&v)).unwrap_or_default()
+            config
+                .as_ref()
+                .and_then(|c| lookup(c, grid::config_key(column)))
+                .map(|v| grid::value_text(&v))
+                .unwrap_or_default()
         })
         .collect();
     let status = match grid::cell_state(dir) {
@@ -540,13 +546,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 fn csv_line(fields: &[String]) -> String {
     let quoted: Vec<String> = fields
         .iter()
-        .map(|f| {
-            if f.contains([',', '"', '\n', '\r']) {
-                format!("\"{}\"", f.replace('"', "\"\""))
-            } else {
-                f.clone()
-            }
-        })
+        .map(|f| if f.contains([',', '"', '\n', '\r']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.clone() })
         .collect();
     format!("{}\n", quoted.join(","))
 }
@@ -591,7 +591,9 @@ fn file_part(value: &str) -> String {
 
 /// A GitHub-flavoured markdown table; the first line is the header. Pipes in cells are escaped.
 fn markdown_table(lines: &[Vec<String>]) -> String {
-    let row = |cells: &[String]| format!("| {} |\n", cells.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | "));
+    let row = |cells: &[String]| {
+        format!("| {} |\n", cells.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | "))
+    };
     let mut out = row(&lines[0]);
     out.push_str(&row(&vec!["---".to_owned(); lines[0].len()]));
     for line in &lines[1..] {
@@ -760,7 +762,11 @@ mod tests {
         assert!(csv.starts_with("cell,env,student,method,seed,train.steps,status,"), "{csv}");
         assert!(csv.contains("\nb,counter,student-s,atod,0,8,finished,0.1,0.9,0.5,4,100\n"), "{csv}");
         let md = fs::read_to_string(&written.markdown).unwrap();
-        assert!(md.contains("atod grid --config configs/g.toml") && md.contains("| student-s | atod | 8 | 90.00 | 10.00 | 1 |"), "{md}");
+        assert!(
+            md.contains("atod grid --config configs/g.toml")
+                && md.contains("| student-s | atod | 8 | 90.00 | 10.00 | 1 |"),
+            "{md}"
+        );
         assert_eq!(written.plots, [dir.path().join("plot-counter-student-s.svg")]);
         let svg = fs::read_to_string(&written.plots[0]).unwrap();
         assert_eq!(svg.matches("<polyline").count(), 2);
