@@ -52,7 +52,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     match &run.summary {
         Some(s) => {
-            println!("run {name}: {} · {} · {} · seed {}", s["env"], s["student"], s["method"], s["seed"]);
+            println!(
+                "run {name}: {} · {} · {} · seed {}",
+                text(&s["env"]),
+                text(&s["student"]),
+                text(&s["method"]),
+                text(&s["seed"])
+            );
             for key in [
                 "status",
                 "steps",
@@ -61,7 +67,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 "teacher_success_rate",
                 "wall_seconds",
             ] {
-                println!("  {key:<22} {}", s[key]);
+                println!("  {key:<22} {}", text(&s[key]));
             }
         }
         None => println!("run {name}: not finished (no summary.json)"),
@@ -75,9 +81,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for e in &run.evals {
         println!(
             "{:>6}  {:<8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}",
-            e["step"],
-            e["split"].as_str().unwrap_or("-"),
-            e["episodes"],
+            text(&e["step"]),
+            text(&e["split"]),
+            text(&e["episodes"]),
             num(&e["success_rate"]),
             num(&e["mean_score"]),
             num(&e["mean_return"]),
@@ -87,4 +93,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!("\nwrote {}", plot.display());
     Ok(())
+}
+
+/// A JSON value as plain text: strings without quotes, a missing value as "-". (`Value`'s own `Display` quotes
+/// strings and ignores the width of a format.)
+fn text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
 }
