@@ -10,9 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod commands;
+pub mod grid;
 pub mod plot;
 pub mod policies;
 pub mod registry;
+pub mod report;
 
 /// Post-train small language-model agents on multi-turn text environments (ATOD, OPD, GRPO).
 #[derive(Debug, Parser)]
@@ -38,8 +40,12 @@ pub enum Command {
     Envs(commands::envs::Args),
     /// Evaluate a policy on a split: success rate, score, turns and invalid actions, per task type.
     Eval(commands::eval::Args),
+    /// Train every unfinished cell of a grid of runs (resuming), then write results.csv, results.md and plots.
+    Grid(commands::grid::Args),
     /// Play an environment in the terminal, replay a script of responses, or watch the expert.
     Play(commands::play::Args),
+    /// Regenerate the tables and plots of a grid directory, or show a run directory's results.
+    Report(commands::report::Args),
     /// Evaluate a schedule expression over the training steps and draw it.
     Schedule(commands::schedule::Args),
     /// Train the chat tokenizer (byte-level BPE) on JSONL transcripts and write its tokenizer.json.
@@ -65,7 +71,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => commands::bench::run(&args),
         Command::Envs(args) => commands::envs::run(&registry::build(&cli.plugins)?, &args),
         Command::Eval(args) => commands::eval::run(&registry::build(&cli.plugins)?, &args),
+        Command::Grid(args) => commands::grid::run(&cli.plugins, &args),
         Command::Play(args) => commands::play::run(&registry::build(&cli.plugins)?, &args),
+        Command::Report(args) => commands::report::run(&args),
         Command::Schedule(args) => commands::schedule::run(&args),
         Command::Tokenizer(args) => commands::tokenizer::run(&args),
     }

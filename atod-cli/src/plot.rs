@@ -1,5 +1,5 @@
-//! Plots drawn in the terminal with plain characters, for commands whose output people would rather look at
-//! than read.
+//! Plots: drawn in the terminal with plain characters, for commands whose output people would rather look at
+//! than read, and written as hand-made SVG documents for reports.
 
 /// Draws `values` (index = x) as a line chart `width` columns by `height` rows, with the y range on the left
 /// and the x range underneath. Non-finite values are left out; an empty or all-non-finite series draws an empty
@@ -44,10 +44,196 @@ pub fn line_chart(values: &[f64], width: usize, height: usize) -> String {
     out
 }
 
+/// One line of an SVG chart: its legend label and its (x, y) points in drawing order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SvgSeries {
+    /// The legend label.
+    pub label: String,
+    /// The points; non-finite ones are left out.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// The frame of an SVG chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SvgChart {
+    /// The title above the plot area.
+    pub title: String,
+    /// The label under the x axis.
+    pub x_label: String,
+    /// The label beside the y axis.
+    pub y_label: String,
+    /// A fixed y range (e.g. 0 to 1 for rates); `None` fits the data.
+    pub y_range: Option<(f64, f64)>,
+}
+
+/// Colours of successive series (Okabe–Ito, distinguishable with colour blindness), repeated beyond eight.
+const PALETTE: [&str; 8] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
+
+/// Draws `series` as a standalone SVG document (640 × 400): one `<polyline>` per series with a circle at each
+/// point, axes with about five round-numbered ticks each, axis labels, a title and a legend. Written by hand so
+/// that reports need no plotting dependency; the output is deterministic, which keeps regenerated reports
+/// diffable.
+pub fn svg_line_chart(chart: &SvgChart, series: &[SvgSeries]) -> String {
+    const W: f64 = 640.0;
+    const H: f64 = 400.0;
+    const LEFT: f64 = 64.0;
+    const RIGHT: f64 = 170.0;
+    const TOP: f64 = 40.0;
+    const BOTTOM: f64 = 52.0;
+    let finite = |&&(x, y): &&(f64, f64)| x.is_finite() && y.is_finite();
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().filter(finite).copied()).collect();
+    let (x_lo, x_hi) = padded_range(all.iter().map(|p| p.0));
+    let (y_lo, y_hi) = chart.y_range.unwrap_or_else(|| padded_range(all.iter().map(|p| p.1)));
+    let (plot_w, plot_h) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let px = |x: f64| LEFT + (x - x_lo) / (x_hi - x_lo) * plot_w;
+    let py = |y: f64| TOP + (y_hi - y) / (y_hi - y_lo) * plot_h;
+
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>\n"
+    );
+    out.push_str(&format!(
+        "<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n",
+        LEFT + plot_w / 2.0,
+        xml_escape(&chart.title)
+    ));
+    // Grid lines and ticks first, so that the data lines are drawn over them.
+    for x in ticks(x_lo, x_hi) {
+        let sx = px(x);
+        out.push_str(&format!(
+            "<line x1=\"{sx:.1}\" y1=\"{TOP}\" x2=\"{sx:.1}\" y2=\"{:.1}\" stroke=\"#e0e0e0\"/>\n\
+             <text x=\"{sx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            TOP + plot_h,
+            TOP + plot_h + 16.0,
+            tick_label(x)
+        ));
+    }
+    for y in ticks(y_lo, y_hi) {
+        let sy = py(y);
+        out.push_str(&format!(
+            "<line x1=\"{LEFT}\" y1=\"{sy:.1}\" x2=\"{:.1}\" y2=\"{sy:.1}\" stroke=\"#e0e0e0\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            LEFT + plot_w,
+            LEFT - 6.0,
+            sy + 4.0,
+            tick_label(y)
+        ));
+    }
+    out.push_str(&format!(
+        "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"none\" stroke=\"black\"/>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n\
+         <text x=\"16\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {:.1})\">{}</text>\n",
+        LEFT + plot_w / 2.0,
+        H - 12.0,
+        xml_escape(&chart.x_label),
+        TOP + plot_h / 2.0,
+        TOP + plot_h / 2.0,
+        xml_escape(&chart.y_label)
+    ));
+    for (i, s) in series.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let points: Vec<(f64, f64)> = s.points.iter().filter(finite).map(|&(x, y)| (px(x), py(y))).collect();
+        let coords: Vec<String> = points.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        out.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n",
+            coords.join(" ")
+        ));
+        for (x, y) in &points {
+            out.push_str(&format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2.5\" fill=\"{colour}\"/>\n"));
+        }
+        let ly = TOP + 10.0 + 18.0 * i as f64;
+        let lx = LEFT + plot_w + 12.0;
+        out.push_str(&format!(
+            "<line x1=\"{lx:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+            lx + 20.0,
+            lx + 26.0,
+            ly + 4.0,
+            xml_escape(&s.label)
+        ));
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// The range of `values`, widened to a unit around a single value and to (0, 1) when there are none.
+fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        (0.0, 1.0)
+    } else if lo == hi {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        (lo, hi)
+    }
+}
+
+/// About five ticks at round numbers (1, 2 or 5 times a power of ten) inside `[lo, hi]`.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let raw = (hi - lo) / 5.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
+/// A tick value without float noise: integers plainly, others to at most four significant decimals.
+fn tick_label(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round() as i64)
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+/// Escapes text for an XML text node or attribute.
+pub fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use expect_test::expect;
+
+    #[test]
+    fn svg_chart_has_one_polyline_per_series_and_is_well_formed() {
+        let series = vec![
+            SvgSeries { label: "atod".into(), points: vec![(0.0, 0.1), (2.0, 0.5), (4.0, 0.75)] },
+            SvgSeries { label: "a <b> & \"c\"".into(), points: vec![(0.0, 0.1), (4.0, f64::NAN)] },
+        ];
+        let chart = SvgChart {
+            title: "alfworld".into(),
+            x_label: "step".into(),
+            y_label: "success rate".into(),
+            y_range: Some((0.0, 1.0)),
+        };
+        let svg = svg_line_chart(&chart, &series);
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "{svg}");
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        // Every element is self-closed or closed, and no raw markup leaks from labels.
+        assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count());
+        assert!(svg.contains("a &lt;b&gt; &amp; &quot;c&quot;"));
+        // Ticks at round numbers on both axes.
+        assert!(svg.contains(">0.2</text>") && svg.contains(">1</text>") && svg.contains(">4</text>"), "{svg}");
+        // The NaN point is left out: the second series has one circle.
+        assert_eq!(svg.matches("<circle").count(), 4);
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(ticks(0.0, 1.0), [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
+        assert_eq!(ticks(0.0, 100.0), [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
+        assert_eq!(tick_label(0.6000000000000001), "0.6");
+        assert!(svg_line_chart(
+            &SvgChart { title: String::new(), x_label: String::new(), y_label: String::new(), y_range: None },
+            &[]
+        )
+        .starts_with("<svg"));
+    }
 
     #[test]
     fn a_falling_line() {

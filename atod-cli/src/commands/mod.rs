@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod envs;
 pub mod eval;
+pub mod grid;
 pub mod play;
+pub mod report;
 pub mod schedule;
 pub mod tokenizer;

@@ -1,0 +1,142 @@
+//! `atod grid` and `atod report` end to end on fabricated run directories that follow the contract of
+//! `atod train --out` (config.toml, metrics.jsonl, evals.jsonl, summary.json). The grid here never trains: its
+//! cells are finished already, or fail on a method no trainer knows, so these tests do not depend on the trainer.
+
+use std::fs;
+use std::path::Path;
+
+use atod_tests::atod;
+
+/// Writes a finished run of `method` with `seed` whose final success rate is `success`.
+fn fabricate_run(dir: &Path, env: &str, method: &str, seed: u64, success: f64) {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(
+        dir.join("config.toml"),
+        format!("name = \"x\"\nmethod = \"{method}\"\nseed = {seed}\n[env]\nname = \"{env}\"\n[student]\npreset = \"student-s\"\n"),
+    )
+    .unwrap();
+    fs::write(dir.join("metrics.jsonl"), "{\"step\": 1, \"loss/total\": 0.25}\n{\"step\": 2, \"loss/total\": 0.2}\n")
+        .unwrap();
+    let evals: String = [(0, 0.1), (1, success / 2.0), (2, success)]
+        .iter()
+        .map(|(step, rate)| {
+            format!(
+                "{{\"step\": {step}, \"split\": \"valid\", \"episodes\": 8, \"success_rate\": {rate}, \"mean_score\": 0.5, \
+                 \"mean_return\": 1.0, \"mean_turns\": 4.0, \"invalid_action_rate\": 0.0}}\n"
+            )
+        })
+        .collect();
+    fs::write(dir.join("evals.jsonl"), evals).unwrap();
+    fs::write(
+        dir.join("summary.json"),
+        format!(
+            "{{\"status\": \"finished\", \"name\": \"x\", \"env\": \"{env}\", \"student\": \"student-s\", \"method\": \"{method}\", \
+             \"seed\": {seed}, \"steps\": 2, \"initial_success_rate\": 0.1, \"final_success_rate\": {success}, \
+             \"teacher_success_rate\": 0.8, \"wall_seconds\": 12.5}}"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn report_regenerates_tables_and_plots_of_a_grid_and_shows_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = dir.path().join("grid");
+    for (method, seed, success) in [("atod", 0, 0.5), ("atod", 1, 0.7), ("grpo", 0, 0.25), ("grpo", 1, 0.25)] {
+        fabricate_run(
+            &grid.join(format!("cells/counter-student-s-{method}-s{seed}")),
+            "counter",
+            method,
+            seed,
+            success,
+        );
+    }
+    let out = atod(&["report", grid.to_str().unwrap()], &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let md = fs::read_to_string(grid.join("results.md")).unwrap();
+    assert_eq!(out.stdout.split("\nwrote ").next().unwrap().trim_end(), md.trim_end());
+    // t_{0.975,1} = 12.7062 times s/sqrt(2) = 0.1 gives 127.06 points.
+    assert!(md.contains("| student-s | atod | 60.00 ± 127.06 | 10.00 | 2 |"), "{md}");
+    assert!(md.contains("| atod | 60.00 ± 127.06 (n=2) |") && md.contains("Teacher: 80.00% success."), "{md}");
+    let csv = fs::read_to_string(grid.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5);
+    assert!(
+        csv.contains("\ncounter-student-s-atod-s1,counter,student-s,atod,1,finished,0.1,0.7,0.8,2,12.5\n"),
+        "{csv}"
+    );
+    let svg = fs::read_to_string(grid.join("plot-counter-student-s.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2);
+
+    let out = atod(&["report", grid.to_str().unwrap(), "--json"], &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let rows = out.json();
+    assert_eq!(rows.as_array().unwrap().len(), 4);
+    assert_eq!(rows[0]["cell"], "counter-student-s-atod-s0");
+    assert_eq!(rows[3]["final_success_rate"], 0.25);
+
+    let run = grid.join("cells/counter-student-s-atod-s1");
+    let out = atod(&["report", run.to_str().unwrap()], &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("final_success_rate") && out.stdout.contains("valid"), "{}", out.stdout);
+    assert!(fs::read_to_string(run.join("plot.svg")).unwrap().starts_with("<svg"));
+
+    let out = atod(&["report", dir.path().join("nothing").to_str().unwrap()], &[]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("neither a grid directory"), "{}", out.stderr);
+}
+
+#[test]
+fn grid_skips_finished_cells_reports_a_failing_one_and_still_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("base.toml"),
+        "name = \"base\"\nmethod = \"atod\"\nseed = 0\n[env]\nname = \"counter\"\n[student]\npreset = \"student-s\"\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let grid_file = dir.path().join("g.toml");
+    fs::write(
+        &grid_file,
+        format!(
+            "[grid]\nname = \"g\"\nbase = \"base.toml\"\nout = \"{}\"\n[axes]\nmethod = [\"atod\"]\nseed = [0, 1]\n\
+             [[grid.extra]]\naxes = {{ method = [\"no-such-method\"], seed = [0] }}\n",
+            out_dir.display()
+        ),
+    )
+    .unwrap();
+    for seed in [0, 1] {
+        fabricate_run(&out_dir.join(format!("cells/atod-s{seed}")), "counter", "atod", seed, 0.5);
+    }
+
+    let out = atod(&["grid", "--config", grid_file.to_str().unwrap(), "--parallel", "2"], &[]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("cell no-such-method-s0 failed"), "{}", out.stderr);
+    assert!(out.stderr.contains("1 of 3 cells failed: no-such-method-s0"), "{}", out.stderr);
+    assert!(out.stdout.contains("3 cells: 2 already finished, 0 trained now, 1 failed"), "{}", out.stdout);
+    let cell = out_dir.join("cells/no-such-method-s0");
+    let cell_toml = fs::read_to_string(cell.join("cell.toml")).unwrap();
+    assert!(cell_toml.contains("name = \"no-such-method-s0\"") && cell_toml.contains("method = \"no-such-method\""));
+    assert!(fs::read_to_string(cell.join("log.txt")).unwrap().contains("train"));
+    assert!(cell.join("failed").exists());
+    let csv = fs::read_to_string(out_dir.join("results.csv")).unwrap();
+    assert!(csv.contains("\nno-such-method-s0,counter,student-s,no-such-method,0,failed,"), "{csv}");
+    assert!(out_dir.join("results.md").exists() && out_dir.join("plot-counter-student-s.svg").exists());
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out_dir.join("grid.json")).unwrap()).unwrap();
+    assert_eq!(manifest["axes"], serde_json::json!(["method", "seed"]));
+
+    // A config error names the key and the file, and runs nothing.
+    fs::write(&grid_file, "[grid]\nname = \"g\"\nbase = \"base.toml\"\nparalel = 2\n").unwrap();
+    let out = atod(&["grid", "--config", grid_file.to_str().unwrap()], &[]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("g.toml") && out.stderr.contains("unknown field `paralel`"), "{}", out.stderr);
+}
+
+#[test]
+fn grid_and_report_have_help() {
+    for command in [["grid", "--help"], ["report", "--help"]] {
+        let out = atod(&command, &[]);
+        assert_eq!(out.code, Some(0), "{command:?}: {}", out.stderr);
+        assert!(out.stdout.contains("Usage: atod"), "{command:?}");
+    }
+}
