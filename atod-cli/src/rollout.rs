@@ -462,7 +462,7 @@ mod tests {
         let rollout = run_episodes_with(&mut counter_envs(5), &specs, &mut ExpertPolicy, &cfg, 1_000).unwrap();
         assert!(rollout.episodes.iter().all(|o| o.won && o.done && o.invalid == 0));
         assert!(rollout.samples.iter().all(|s| s.prompt_ids.is_empty() && s.valid));
-        let last = rollout.samples.iter().filter(|s| s.traj == 0).next_back().unwrap();
+        let last = rollout.samples.iter().rfind(|s| s.traj == 0).unwrap();
         assert_eq!(last.action, "submit");
         // Later prompts repeat the history.
         let second = rollout.samples.iter().find(|s| s.traj == 0 && s.turn_idx == 1).unwrap();
