@@ -15,6 +15,8 @@ pub mod plot;
 pub mod policies;
 pub mod registry;
 pub mod report;
+pub mod render;
+pub mod rollout;
 
 /// Post-train small language-model agents on multi-turn text environments (ATOD, OPD, GRPO).
 #[derive(Debug, Parser)]
@@ -36,6 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Throughput figures: `atod bench model --preset NAME`.
     Bench(commands::bench::Args),
+    /// Play the environment's expert and write its turns as chat-format JSONL demonstrations.
+    Collect(commands::collect::Args),
     /// List the environments found: name, version, splits and their sizes.
     Envs(commands::envs::Args),
     /// Evaluate a policy on a split: success rate, score, turns and invalid actions, per task type.
@@ -69,6 +73,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(args) => commands::bench::run(&args),
+        Command::Collect(args) => commands::collect::run(&registry::build(&cli.plugins)?, &args),
         Command::Envs(args) => commands::envs::run(&registry::build(&cli.plugins)?, &args),
         Command::Eval(args) => commands::eval::run(&registry::build(&cli.plugins)?, &args),
         Command::Grid(args) => commands::grid::run(&cli.plugins, &args),

@@ -122,6 +122,7 @@ fn schedule_evaluates_and_reports_parse_errors_with_the_column() {
 fn every_command_has_help() {
     for command in [
         &["--help"][..],
+        &["collect", "--help"],
         &["envs", "--help"],
         &["eval", "--help"],
         &["play", "--help"],
@@ -189,7 +190,10 @@ fn eval_reports_success_overall_and_per_task_type() {
     assert_eq!(by_type["type-12-0"]["mean_turns"].as_f64(), Some(3.0));
 
     let out = atod(&["eval", "--env", "counter", "--policy", "gpt", "--split", "test", "--episodes", "1"], &[]);
-    assert_eq!(out.stderr.trim(), "error: unknown policy `gpt`; known policies: expert, random");
+    assert_eq!(
+        out.stderr.trim(),
+        "error: unknown policy `gpt`; known policies: expert, random, or a directory (a model export or a run)"
+    );
 }
 
 #[test]
@@ -287,4 +291,82 @@ fn tokenizer_trains_on_transcripts_and_names_the_bad_line() {
     assert_eq!(out.code, Some(1));
     assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.starts_with("error: cannot read /nonexistent/demos.jsonl"), "{}", out.stderr);
+}
+
+#[test]
+fn collect_writes_chat_demonstrations_a_tokenizer_trains_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mini.toml");
+    std::fs::write(&config, "preset = \"mini\"\n").unwrap();
+    let data = dir.path().join("demos.jsonl");
+    let args = ["collect", "--env", "alfworld", "--split", "train", "--episodes", "6", "--seed", "3"];
+    let paths = ["--config", config.to_str().unwrap(), "--out", data.to_str().unwrap()];
+    let out = atod(&[&args[..], &paths, &["--json"]].concat(), &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let report = out.json();
+    assert_eq!((report["episodes"].as_u64(), report["success_rate"].as_f64()), (Some(6), Some(1.0)));
+    let text = std::fs::read_to_string(&data).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(report["lines"].as_u64(), Some(lines.len() as u64));
+    assert!(lines.len() > 6);
+    let first = &lines[0];
+    assert_eq!(
+        (first["env"].as_str(), first["split"].as_str(), first["task"].as_u64()),
+        (Some("alfworld"), Some("train"), Some(0))
+    );
+    assert_eq!(
+        (first["turn"].as_u64(), first["won"].as_bool(), first["seed"].as_u64()),
+        (Some(0), Some(true), Some(3))
+    );
+    let roles: Vec<&str> = first["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "user", "assistant"]);
+    let answer = first["messages"][2]["content"].as_str().unwrap();
+    assert!(answer.starts_with("<think>") && answer.contains("<action>"), "{answer}");
+    let second = &lines[1];
+    assert!(second["messages"][1]["content"].as_str().unwrap().contains("[step 1] action: "), "{second}");
+
+    // The demonstrations train a tokenizer.
+    let tokenizer = dir.path().join("tok.json");
+    let out = atod(
+        &["tokenizer", "--data", data.to_str().unwrap(), "--vocab-size", "400", "--out", tokenizer.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(atod_models::ChatTokenizer::from_file(&tokenizer).unwrap().vocab_size() <= 400);
+
+    // The human summary names the file.
+    let out = atod(&[&args[..], &paths].concat(), &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("expert success 1.000") && out.stdout.contains(data.to_str().unwrap()),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn eval_runs_a_trained_model_from_a_run_directory() {
+    use atod_models::{ChatTokenizer, CpuBackend, LmPolicy, SamplingParams, TransformerConfig};
+    let run = tempfile::tempdir().unwrap();
+    let tokenizer =
+        ChatTokenizer::train(["<think>up</think><action>inc</action>", "The counter shows 1."], 300).unwrap();
+    let config = TransformerConfig::student_s(tokenizer.vocab_size());
+    let model = config.init::<CpuBackend>(&Default::default()).unwrap();
+    let policy = LmPolicy::new("x", model, config, tokenizer, SamplingParams::default(), 0).unwrap();
+    policy.save(&run.path().join("checkpoints/step-3")).unwrap();
+    let dir = run.path().to_str().unwrap();
+    let args =
+        ["eval", "--env", "counter", "--policy", dir, "--split", "test", "--episodes", "3", "--max-new-tokens", "8"];
+    let out = atod(&[&args[..], &["--json"]].concat(), &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let report = out.json();
+    assert_eq!(report["episodes"].as_u64(), Some(3));
+    assert!(report["policy"].as_str().unwrap().ends_with("step-3"), "{report}");
+    for key in ["success_rate", "mean_score", "mean_return", "mean_turns", "invalid_action_rate", "wall_seconds"] {
+        assert!(report[key].as_f64().unwrap().is_finite(), "{key}: {report}");
+    }
+
+    let out = atod(&[&args[..], &["--device", "gpu"]].concat(), &[]);
+    assert_eq!(out.code, Some(1));
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
 }

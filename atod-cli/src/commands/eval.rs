@@ -1,26 +1,36 @@
 //! `atod eval`: plays episodes of a split with a policy and reports success rate, score, turns and the
 //! invalid-action rate, overall and per task type.
 //!
-//! Episodes are played in lockstep batches (every live episode's turn goes to the policy in one `act` call), the
-//! shape the language-model policies need for batched generation. Episode `i` plays task `i mod size` with seed
+//! The policy is the environment's expert, a uniformly random one, or a trained model: an export directory
+//! (`config.json`, `model.safetensors`, `tokenizer.json`) or a run directory holding one at `final/` or, failing
+//! that, at its newest `checkpoints/step-N/`. Every policy goes through the rollout engine
+//! ([`crate::rollout`]) with prompts from [`crate::render`], in batches of episodes played side by side, so a
+//! model's generation is batched across episodes. Episode `i` plays task `i mod size` with seed
 //! `seed + i div size`, so asking for more episodes than the split has replays its tasks with fresh seeds.
+//! [`evaluate_policy`] is the same evaluation as a library call, for the trainer's periodic evaluations.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use atod_core::{ChatMessage, Environment, Policy, Role, TurnInput};
+use atod_core::{Environment, Policy};
 use atod_envs::{EnvPlugin, Registry};
+use atod_models::policy::TOKENIZER_FILE;
+use atod_models::{checkpoint, DeviceSpec, HotPathBackend, LmPolicy, SamplingParams};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::policies::{ExpertPolicy, RandomPolicy};
+use crate::render::RenderConfig;
+use crate::rollout::{run_episodes, run_episodes_with, sweep, EpisodeOutcome, Rollout, Sweep};
 
-/// Episodes run side by side.
-const BATCH: usize = 32;
-/// A safety net for environments that never end an episode.
-const MAX_TURNS: usize = 1_000;
+/// Episodes run side by side (a model generates for all of them in one call per turn).
+pub const BATCH: usize = 64;
+/// A safety net for environments that never end an episode; every bundled one ends its episodes itself.
+pub const MAX_TURNS: usize = 1_000;
+/// The sampling temperature of evaluations (the 0.4).
+pub const EVAL_TEMPERATURE: f32 = 0.4;
 
 /// Arguments of `atod eval`.
 #[derive(Debug, clap::Args)]
@@ -28,8 +38,10 @@ pub struct Args {
     /// The environment's name (see `atod envs`).
     #[arg(long)]
     pub env: String,
-    /// The policy: `expert` (the environment's own) or `random` (a uniformly random admissible action).
-    #[arg(long)]
+    /// The policy: `expert` (the environment's own), `random` (a uniformly random admissible action), or a
+    /// trained model: an export directory (config.json, model.safetensors, tokenizer.json) or a run directory
+    /// (its `final/`, else its newest `checkpoints/step-N/`).
+    #[arg(long, value_name = "expert|random|RUN_DIR")]
     pub policy: String,
     /// The split to evaluate on.
     #[arg(long)]
@@ -37,12 +49,21 @@ pub struct Args {
     /// The number of episodes.
     #[arg(long)]
     pub episodes: u64,
-    /// The base seed of the episodes and of the random policy.
+    /// The base seed of the episodes and of the policy's sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// The plugin's config as a TOML file (missing keys take the plugin's defaults).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Where a model runs: `cpu`, or `cuda:N` in a binary built with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// A model's sampling temperature (0 is greedy).
+    #[arg(long, default_value_t = EVAL_TEMPERATURE)]
+    pub temperature: f32,
+    /// A model's token budget per response.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -85,17 +106,6 @@ pub struct Report {
     pub wall_seconds: f64,
 }
 
-/// One finished episode.
-#[derive(Debug, Clone)]
-struct Outcome {
-    task_type: Option<String>,
-    won: bool,
-    score: f64,
-    total_return: f64,
-    turns: u64,
-    invalid: u64,
-}
-
 /// Runs `atod eval`.
 pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
     let plugin = registry.get(&args.env)?;
@@ -103,9 +113,7 @@ pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         None => plugin.default_config(),
     };
-    let start = Instant::now();
     let report = evaluate(plugin, &config, args)?;
-    let report = Report { wall_seconds: start.elapsed().as_secs_f64(), ..report };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -114,129 +122,198 @@ pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn make_policy(name: &str, seed: u64, env: &dyn Environment) -> anyhow::Result<Box<dyn Policy>> {
+/// What [`evaluate_policy`] plays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalPlan {
+    /// The split.
+    pub split: String,
+    /// The number of episodes.
+    pub episodes: u64,
+    /// The base seed of the episodes; the policy's sampling stream is reseeded with it.
+    pub seed: u64,
+    /// How prompts are rendered (the trainer's own, so evaluation sees training's prompts).
+    pub render: RenderConfig,
+    /// Turns after which an episode is cut off.
+    pub max_turns: usize,
+    /// The sampling parameters during the evaluation (restored afterwards); `None` keeps the policy's.
+    pub sampling: Option<SamplingParams>,
+}
+
+impl EvalPlan {
+    /// `episodes` episodes of `split` from `seed`, with default prompts, at [`EVAL_TEMPERATURE`] with a budget of
+    /// `max_new_tokens` tokens per response.
+    pub fn new(split: impl Into<String>, episodes: u64, seed: u64, max_new_tokens: usize) -> Self {
+        Self {
+            split: split.into(),
+            episodes,
+            seed,
+            render: RenderConfig::default(),
+            max_turns: MAX_TURNS,
+            sampling: Some(SamplingParams {
+                temperature: EVAL_TEMPERATURE,
+                max_new_tokens,
+                ..SamplingParams::default()
+            }),
+        }
+    }
+}
+
+/// Evaluates a language model on `plan.episodes` episodes of an environment created from `plugin` with
+/// `env_config`, generating for up to [`BATCH`] episodes at once.
+///
+/// The policy's sampling stream is reseeded with `plan.seed`, so an evaluation is reproducible and does not
+/// depend on what the policy sampled before; its sampling parameters are restored on return.
+pub fn evaluate_policy<B: HotPathBackend>(
+    policy: &mut LmPolicy<B>,
+    plugin: &EnvPlugin,
+    env_config: &str,
+    plan: &EvalPlan,
+) -> anyhow::Result<Report> {
+    let start = Instant::now();
+    let saved = plan.sampling.clone().map(|sampling| std::mem::replace(&mut policy.sampling, sampling));
+    policy.reseed(plan.seed);
+    let progress = progress_bar(plan.episodes, format!("eval {} · {} · {}", plugin.name(), policy.name(), plan.split));
+    let sweep_of = Sweep { split: &plan.split, episodes: plan.episodes, seed: plan.seed, batch: BATCH };
+    let rollout = sweep(plugin, env_config, &sweep_of, &progress, |envs, specs| {
+        run_episodes(envs, specs, policy, &plan.render, plan.max_turns)
+    });
+    if let Some(saved) = saved {
+        policy.sampling = saved;
+    }
+    progress.finish_and_clear();
+    Ok(report(plugin.name(), &policy.name(), &plan.split, plan.seed, &rollout?, start))
+}
+
+/// Plays `args.episodes` episodes with the policy `args.policy` and summarises them.
+pub fn evaluate(plugin: &EnvPlugin, config: &str, args: &Args) -> anyhow::Result<Report> {
+    let start = Instant::now();
+    if let Some(mut policy) = text_policy(&args.policy, args.seed, &*plugin.create(config)?)? {
+        let progress = progress_bar(args.episodes, format!("eval {} · {} · {}", args.env, args.policy, args.split));
+        let plan = Sweep { split: &args.split, episodes: args.episodes, seed: args.seed, batch: BATCH };
+        let render = RenderConfig::default();
+        let rollout = sweep(plugin, config, &plan, &progress, |envs, specs| {
+            run_episodes_with(envs, specs, &mut *policy, &render, MAX_TURNS)
+        })?;
+        progress.finish_and_clear();
+        return Ok(report(&args.env, &policy.name(), &args.split, args.seed, &rollout, start));
+    }
+    let dir = resolve_policy_dir(Path::new(&args.policy))?;
+    let device: DeviceSpec = args.device.parse()?;
+    let plan = EvalPlan::new(args.split.clone(), args.episodes, args.seed, args.max_new_tokens);
+    let plan = EvalPlan {
+        sampling: Some(SamplingParams { temperature: args.temperature, ..plan.sampling.clone().unwrap_or_default() }),
+        ..plan
+    };
+    let sampling = plan.sampling.clone().unwrap_or_default();
+    let report = match device {
+        DeviceSpec::Cpu => {
+            let device = DeviceSpec::cpu_device();
+            let mut policy = LmPolicy::<atod_models::CpuBackend>::load(&dir, &device, sampling, args.seed)
+                .with_context(|| format!("loading the policy in {}", dir.display()))?;
+            evaluate_policy(&mut policy, plugin, config, &plan)?
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => {
+            atod_models::backend::check_cuda(&device)?;
+            let cuda = device.cuda_device().expect("a CUDA spec has a CUDA device");
+            let mut policy = LmPolicy::<atod_models::CudaBackend>::load(&dir, &cuda, sampling, args.seed)
+                .with_context(|| format!("loading the policy in {}", dir.display()))?;
+            evaluate_policy(&mut policy, plugin, config, &plan)?
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!("parsing refuses CUDA devices without the cuda feature"),
+    };
+    Ok(Report { env: args.env.clone(), wall_seconds: start.elapsed().as_secs_f64(), ..report })
+}
+
+/// The expert or random policy, or `None` when `name` is neither (then it should be a directory).
+fn text_policy(name: &str, seed: u64, env: &dyn Environment) -> anyhow::Result<Option<Box<dyn Policy>>> {
     Ok(match name {
-        "expert" => Box::new(ExpertPolicy),
-        "random" => Box::new(RandomPolicy::new(seed, env.info().action_format)),
-        other => bail!("unknown policy `{other}`; known policies: expert, random"),
+        "expert" => Some(Box::new(ExpertPolicy)),
+        "random" => Some(Box::new(RandomPolicy::new(seed, env.info().action_format))),
+        other if Path::new(other).is_dir() => None,
+        other => {
+            bail!("unknown policy `{other}`; known policies: expert, random, or a directory (a model export or a run)")
+        }
     })
 }
 
-/// Plays `args.episodes` episodes and summarises them.
-pub fn evaluate(plugin: &EnvPlugin, config: &str, args: &Args) -> anyhow::Result<Report> {
-    let probe = plugin.create(config)?;
-    let size = probe.info().split_size(&args.split)?;
-    if size == 0 {
-        bail!("split `{}` of `{}` has no tasks", args.split, args.env);
+/// Whether `dir` holds a model export.
+fn is_export(dir: &Path) -> bool {
+    [checkpoint::CONFIG_FILE, checkpoint::MODEL_FILE, TOKENIZER_FILE].iter().all(|file| dir.join(file).is_file())
+}
+
+/// The export directory of `dir`: `dir` itself, `dir/final`, or the newest `dir/checkpoints/step-N` (by N).
+pub fn resolve_policy_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    if is_export(dir) {
+        return Ok(dir.to_owned());
     }
-    let mut policy = make_policy(&args.policy, args.seed, &*probe)?;
-    let mut envs: Vec<Box<dyn Environment>> = vec![probe];
-    let progress = ProgressBar::new(args.episodes).with_style(
+    let last = dir.join("final");
+    if is_export(&last) {
+        return Ok(last);
+    }
+    let checkpoints = dir.join("checkpoints");
+    let mut newest: Option<(u64, PathBuf)> = None;
+    if let Ok(entries) = std::fs::read_dir(&checkpoints) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(step) = name.to_str().and_then(|n| n.strip_prefix("step-")).and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if is_export(&entry.path()) && newest.as_ref().is_none_or(|(best, _)| step > *best) {
+                newest = Some((step, entry.path()));
+            }
+        }
+    }
+    match newest {
+        Some((_, path)) => Ok(path),
+        None => bail!(
+            "{} holds no model: expected {}, {} and {} in it, in its final/, or in a checkpoints/step-N/",
+            dir.display(),
+            checkpoint::CONFIG_FILE,
+            checkpoint::MODEL_FILE,
+            TOKENIZER_FILE
+        ),
+    }
+}
+
+fn progress_bar(episodes: u64, message: String) -> ProgressBar {
+    let progress = ProgressBar::new(episodes).with_style(
         ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} episodes, {elapsed} elapsed, eta {eta}")
             .expect("a valid template"),
     );
-    progress.set_message(format!("eval {} · {} · {}", args.env, args.policy, args.split));
-    let mut outcomes = Vec::with_capacity(args.episodes as usize);
-    let mut next_episode = 0u64;
-    while next_episode < args.episodes {
-        let batch = (args.episodes - next_episode).min(BATCH as u64) as usize;
-        while envs.len() < batch {
-            envs.push(plugin.create(config)?);
-        }
-        outcomes.extend(play_batch(&mut envs[..batch], &mut *policy, next_episode, size, args)?);
-        next_episode += batch as u64;
-        progress.set_position(next_episode);
-    }
-    progress.finish_and_clear();
-    let mut by_type: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
-    for outcome in &outcomes {
+    progress.set_message(message);
+    progress
+}
+
+/// The report of a finished rollout.
+fn report(env: &str, policy: &str, split: &str, seed: u64, rollout: &Rollout, start: Instant) -> Report {
+    let mut by_type: BTreeMap<String, Vec<EpisodeOutcome>> = BTreeMap::new();
+    for outcome in &rollout.episodes {
         if let Some(task_type) = &outcome.task_type {
             by_type.entry(task_type.clone()).or_default().push(outcome.clone());
         }
     }
-    Ok(Report {
-        env: args.env.clone(),
-        policy: policy.name(),
-        split: args.split.clone(),
-        seed: args.seed,
-        overall: summarise(&outcomes),
+    Report {
+        env: env.to_owned(),
+        policy: policy.to_owned(),
+        split: split.to_owned(),
+        seed,
+        overall: summarise(&rollout.episodes),
         by_task_type: by_type.iter().map(|(k, v)| (k.clone(), summarise(v))).collect(),
-        wall_seconds: 0.0,
-    })
-}
-
-/// Plays one batch of episodes in lockstep, starting with episode `first`.
-fn play_batch(
-    envs: &mut [Box<dyn Environment>],
-    policy: &mut dyn Policy,
-    first: u64,
-    size: u64,
-    args: &Args,
-) -> anyhow::Result<Vec<Outcome>> {
-    let mut outcomes = Vec::with_capacity(envs.len());
-    let mut observations = Vec::with_capacity(envs.len());
-    for (offset, env) in envs.iter_mut().enumerate() {
-        let episode = first + offset as u64;
-        let (task, seed) = (episode % size, args.seed + episode / size);
-        let observation =
-            env.reset(&args.split, task, seed).with_context(|| format!("episode {episode}: reset to task {task}"))?;
-        observations.push(observation);
-        outcomes.push(Outcome {
-            task_type: env.task_type()?,
-            won: false,
-            score: 0.0,
-            total_return: 0.0,
-            turns: 0,
-            invalid: 0,
-        });
+        wall_seconds: start.elapsed().as_secs_f64(),
     }
-    let mut live: Vec<usize> = (0..envs.len()).collect();
-    for _ in 0..MAX_TURNS {
-        if live.is_empty() {
-            break;
-        }
-        let inputs =
-            live.iter().map(|&i| turn_input(&*envs[i], &observations[i])).collect::<atod_core::Result<Vec<_>>>()?;
-        let responses = policy.act(&inputs)?;
-        let mut still_live = Vec::with_capacity(live.len());
-        for (&i, response) in live.iter().zip(responses) {
-            let result = envs[i].step(&response.text).with_context(|| format!("episode {}", first + i as u64))?;
-            let outcome = &mut outcomes[i];
-            outcome.turns += 1;
-            outcome.invalid += u64::from(!result.valid);
-            outcome.total_return += result.reward;
-            outcome.score = result.score;
-            outcome.won = result.won;
-            observations[i] = result.observation;
-            if !result.done {
-                still_live.push(i);
-            }
-        }
-        live = still_live;
-    }
-    Ok(outcomes)
 }
 
-/// What a policy sees for one turn: the system text, then the task and the current observation.
-fn turn_input(env: &dyn Environment, observation: &str) -> atod_core::Result<TurnInput> {
-    let prompt = env.prompt()?;
-    Ok(TurnInput {
-        messages: vec![
-            ChatMessage::new(Role::System, prompt.system),
-            ChatMessage::new(Role::User, format!("{}\n\n{observation}", prompt.task)),
-        ],
-        admissible_actions: env.admissible_actions()?,
-        expert_response: env.expert_action()?,
-    })
-}
-
-fn summarise(outcomes: &[Outcome]) -> Summary {
+/// The summary of some episodes.
+pub fn summarise(outcomes: &[EpisodeOutcome]) -> Summary {
     let n = outcomes.len() as f64;
     if outcomes.is_empty() {
         return Summary::default();
     }
-    let total_turns: u64 = outcomes.iter().map(|o| o.turns).sum();
-    let invalid: u64 = outcomes.iter().map(|o| o.invalid).sum();
+    let total_turns: usize = outcomes.iter().map(|o| o.turns).sum();
+    let invalid: usize = outcomes.iter().map(|o| o.invalid).sum();
     Summary {
         episodes: outcomes.len() as u64,
         success_rate: outcomes.iter().filter(|o| o.won).count() as f64 / n,
@@ -265,5 +342,54 @@ fn print_table(report: &Report) {
             "{name:width$}  {:>8}  {:>7.3}  {:>6.3}  {:>7.3}  {:>6.2}  {:>7.3}",
             s.episodes, s.success_rate, s.mean_score, s.mean_return, s.mean_turns, s.invalid_action_rate
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atod_models::{ChatTokenizer, CpuBackend, TransformerConfig};
+
+    fn export(dir: &Path) {
+        let texts = ["<think>The counter is below the target.</think><action>inc</action>", "The counter shows 3."];
+        let tokenizer = ChatTokenizer::train(texts, 300).unwrap();
+        let config = TransformerConfig::student_s(tokenizer.vocab_size());
+        let model = config.init::<CpuBackend>(&Default::default()).unwrap();
+        let policy = LmPolicy::new("x", model, config, tokenizer, SamplingParams::default(), 0).unwrap();
+        policy.save(dir).unwrap();
+    }
+
+    #[test]
+    fn a_random_init_export_evaluates_reproducibly_and_restores_its_sampling() {
+        let dir = tempfile::tempdir().unwrap();
+        export(dir.path());
+        let device = DeviceSpec::cpu_device();
+        let mut policy = LmPolicy::<CpuBackend>::load(dir.path(), &device, SamplingParams::default(), 1).unwrap();
+        let plugin = EnvPlugin::bundled(atod_plugin_counter::atod_root_module());
+        let config = "max_steps = 3";
+        let plan = EvalPlan { max_turns: 2, ..EvalPlan::new("test", 5, 7, 8) };
+        let report = evaluate_policy(&mut policy, &plugin, config, &plan).unwrap();
+        assert_eq!((report.env.as_str(), report.split.as_str(), report.seed), ("counter", "test", 7));
+        assert_eq!(report.overall.episodes, 5);
+        assert!(report.overall.mean_turns > 0.0 && report.overall.mean_turns <= 2.0);
+        assert!((0.0..=1.0).contains(&report.overall.invalid_action_rate));
+        assert_eq!(policy.sampling, SamplingParams::default());
+        let again = evaluate_policy(&mut policy, &plugin, config, &plan).unwrap();
+        assert_eq!(serde_json::to_value(&again.overall).unwrap(), serde_json::to_value(&report.overall).unwrap());
+    }
+
+    #[test]
+    fn run_directories_resolve_to_final_then_the_newest_checkpoint() {
+        let run = tempfile::tempdir().unwrap();
+        let err = resolve_policy_dir(run.path()).unwrap_err();
+        assert!(err.to_string().contains("holds no model"), "{err}");
+        for step in ["step-9", "step-10", "step-x"] {
+            export(&run.path().join("checkpoints").join(step));
+        }
+        assert_eq!(resolve_policy_dir(run.path()).unwrap(), run.path().join("checkpoints/step-10"));
+        export(&run.path().join("final"));
+        assert_eq!(resolve_policy_dir(run.path()).unwrap(), run.path().join("final"));
+        let export_dir = run.path().join("final");
+        assert_eq!(resolve_policy_dir(&export_dir).unwrap(), export_dir);
     }
 }

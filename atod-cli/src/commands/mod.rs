@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod bench;
+pub mod collect;
 pub mod envs;
 pub mod eval;
 pub mod grid;

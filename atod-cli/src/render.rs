@@ -1,0 +1,237 @@
+//! The one prompt renderer: rollouts, `atod collect` (SFT demonstrations) and `atod eval` all build their
+//! prompts here, so a model is trained and evaluated on exactly the prompts its demonstrations showed.
+//!
+//! A prompt is two chat messages (DESIGN.md §2): the environment's system text, then one user message with the
+//! task, the last `history` turns in a compact form, the current observation and, optionally, the admissible
+//! actions. The history wording follows verl-agent's ALFWorld/WebShop templates ("Prior to this step, you have
+//! already taken N step(s). Below are the most recent K observations and the corresponding actions you took"),
+//! shortened, and orders each pair as action then what followed, which is the order the agent lived it.
+//!
+//! [`render_fitted`] fits a prompt to a token budget: it drops the oldest history turns first, then keeps only
+//! the end of the current observation (where ALFWorld and WebShop put what changed), and never fails.
+
+use atod_core::{ChatMessage, PromptPieces, Role};
+use atod_models::ChatTokenizer;
+use serde::{Deserialize, Serialize};
+
+/// How prompts are rendered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenderConfig {
+    /// How many past turns (action and the observation that followed) the prompt repeats.
+    pub history: usize,
+    /// Whether the prompt lists the admissible actions after the observation.
+    pub show_admissible: bool,
+    /// The prompt's token budget (chat template included); see [`render_fitted`].
+    pub max_prompt_tokens: usize,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        Self { history: 3, show_admissible: false, max_prompt_tokens: 768 }
+    }
+}
+
+/// One past turn as the prompt shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HistoryItem {
+    /// The action the environment understood (or a note that the response held none).
+    pub action: String,
+    /// The observation that followed it.
+    pub observation: String,
+}
+
+/// What a truncated observation starts with.
+pub const ELLIPSIS: &str = "...";
+
+/// Renders the prompt of turn `step` (0-based): the system message, then one user message with the task, the
+/// last `cfg.history` items of `history`, the current `observation` and (when `cfg.show_admissible`) the
+/// `admissible` actions.
+pub fn render(
+    pieces: &PromptPieces,
+    history: &[HistoryItem],
+    observation: &str,
+    admissible: &[String],
+    step: usize,
+    cfg: &RenderConfig,
+) -> Vec<ChatMessage> {
+    let shown = &history[history.len().saturating_sub(cfg.history)..];
+    let mut user = pieces.task.trim_end().to_owned();
+    if !shown.is_empty() {
+        let plural = |n: usize, word: &str| if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") };
+        user.push_str(&format!(
+            "\n\nYou have taken {} so far. Your last {} and what followed:",
+            plural(step, "step"),
+            plural(shown.len(), "action")
+        ));
+        let first = step - shown.len().min(step);
+        for (offset, item) in shown.iter().enumerate() {
+            user.push_str(&format!(
+                "\n[step {}] action: {}\nobservation: {}",
+                first + offset + 1,
+                item.action,
+                item.observation.trim()
+            ));
+        }
+    }
+    user.push_str(&format!("\n\nCurrent observation (step {}): {}", step + 1, observation.trim()));
+    if cfg.show_admissible && !admissible.is_empty() {
+        user.push_str(&format!("\n\nAdmissible actions: {}", admissible.join(" | ")));
+    }
+    vec![ChatMessage::new(Role::System, pieces.system.clone()), ChatMessage::new(Role::User, user)]
+}
+
+/// [`render`] fitted to `cfg.max_prompt_tokens` under `tokenizer`'s chat template; returns the messages and
+/// their prompt ids (`tokenizer.encode_prompt(&messages)`).
+///
+/// While the prompt is too long, the oldest history item is dropped; with no history left, the observation is
+/// cut to its longest suffix that fits, behind [`ELLIPSIS`]. When even the system text, the task and the
+/// admissible actions exceed the budget, the prompt with an empty observation is returned as it is: the
+/// caller sees `ids.len() > cfg.max_prompt_tokens` and counts it (the rollout's `overlong_prompts`).
+pub fn render_fitted(
+    tokenizer: &ChatTokenizer,
+    pieces: &PromptPieces,
+    history: &[HistoryItem],
+    observation: &str,
+    admissible: &[String],
+    step: usize,
+    cfg: &RenderConfig,
+) -> (Vec<ChatMessage>, Vec<u32>) {
+    let encode = |history: &[HistoryItem], observation: &str| {
+        let messages = render(pieces, history, observation, admissible, step, cfg);
+        let ids = tokenizer.encode_prompt(&messages);
+        (messages, ids)
+    };
+    let budget = cfg.max_prompt_tokens;
+    let shown = &history[history.len().saturating_sub(cfg.history)..];
+    for drop in 0..=shown.len() {
+        let fitted = encode(&shown[drop..], observation);
+        if fitted.1.len() <= budget {
+            return fitted;
+        }
+    }
+    // No history left and still too long: binary search for the longest suffix of the observation that fits.
+    // The prompt length grows with the suffix (more text never encodes to fewer tokens here, up to merges at
+    // the cut, which the search tolerates: it returns a suffix that fits).
+    let observation = observation.trim();
+    let cuts: Vec<usize> = observation.char_indices().map(|(i, _)| i).collect();
+    let with_suffix = |k: usize| {
+        // k = the number of characters kept from the end.
+        if k == 0 {
+            String::new()
+        } else {
+            format!("{ELLIPSIS}{}", &observation[cuts[cuts.len() - k]..])
+        }
+    };
+    let (mut lo, mut hi) = (0usize, cuts.len());
+    let mut best = encode(&[], "");
+    if best.1.len() > budget {
+        return best;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        let fitted = encode(&[], &with_suffix(mid));
+        if fitted.1.len() <= budget {
+            best = fitted;
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    fn pieces() -> PromptPieces {
+        PromptPieces {
+            system: "You are an agent. Answer with <think>...</think><action>...</action>.".into(),
+            task: "Your task is to: put a mug in cabinet 1.".into(),
+        }
+    }
+
+    fn history(n: usize) -> Vec<HistoryItem> {
+        (1..=n)
+            .map(|i| HistoryItem { action: format!("go to desk {i}"), observation: format!("You arrive at desk {i}.") })
+            .collect()
+    }
+
+    fn tokenizer() -> ChatTokenizer {
+        let texts = ["You arrive at desk 1. On the desk 1, you see a mug 1.", "go to desk 2", "Your task is to: put"];
+        ChatTokenizer::train(texts, 320).unwrap()
+    }
+
+    #[test]
+    fn the_first_turn_has_task_and_observation_only() {
+        let messages = render(&pieces(), &[], "You are in the middle of a room.", &[], 0, &RenderConfig::default());
+        assert_eq!(messages[0], ChatMessage::new(Role::System, pieces().system));
+        expect![[r#"
+            Your task is to: put a mug in cabinet 1.
+
+            Current observation (step 1): You are in the middle of a room."#]]
+        .assert_eq(&messages[1].content);
+    }
+
+    #[test]
+    fn later_turns_show_the_last_history_items_and_the_admissible_actions() {
+        let cfg = RenderConfig { history: 2, show_admissible: true, ..RenderConfig::default() };
+        let admissible = vec!["go to desk 1".to_owned(), "look".to_owned()];
+        let messages = render(&pieces(), &history(4), "You arrive at desk 4.", &admissible, 4, &cfg);
+        expect![[r#"
+            Your task is to: put a mug in cabinet 1.
+
+            You have taken 4 steps so far. Your last 2 actions and what followed:
+            [step 3] action: go to desk 3
+            observation: You arrive at desk 3.
+            [step 4] action: go to desk 4
+            observation: You arrive at desk 4.
+
+            Current observation (step 5): You arrive at desk 4.
+
+            Admissible actions: go to desk 1 | look"#]]
+        .assert_eq(&messages[1].content);
+        let one = render(&pieces(), &history(1), "x", &admissible, 1, &RenderConfig::default());
+        assert!(one[1].content.contains("You have taken 1 step so far. Your last 1 action and what followed:"));
+    }
+
+    #[test]
+    fn fitting_drops_old_history_then_keeps_the_end_of_the_observation() {
+        let tok = tokenizer();
+        let cfg = RenderConfig { history: 3, ..RenderConfig::default() };
+        let full = render_fitted(&tok, &pieces(), &history(5), "You see a mug.", &[], 5, &cfg);
+        assert_eq!(full.1, tok.encode_prompt(&full.0));
+        let full_len = full.1.len();
+
+        // A budget a few tokens short drops the oldest shown item but keeps the newest.
+        let tight = RenderConfig { max_prompt_tokens: full_len - 3, ..cfg.clone() };
+        let (messages, ids) = render_fitted(&tok, &pieces(), &history(5), "You see a mug.", &[], 5, &tight);
+        assert!(ids.len() <= tight.max_prompt_tokens);
+        assert!(!messages[1].content.contains("desk 3.") && messages[1].content.contains("desk 5."));
+
+        // A long observation under a small budget keeps its end, behind an ellipsis.
+        let observation = format!("{} The mug 1 is here.", "You see a desk 1. ".repeat(200));
+        let bare = tok.encode_prompt(&render(&pieces(), &[], "", &[], 5, &cfg)).len();
+        for budget in [bare, bare + 1, bare + 7, bare + 40] {
+            let cfg = RenderConfig { max_prompt_tokens: budget, ..cfg.clone() };
+            let (messages, ids) = render_fitted(&tok, &pieces(), &history(5), &observation, &[], 5, &cfg);
+            assert!(ids.len() <= budget, "{} > {budget}", ids.len());
+            assert!(!messages[1].content.contains("[step"));
+            if budget >= bare + 30 {
+                assert!(messages[1].content.ends_with("mug 1 is here."), "{}", messages[1].content);
+                assert!(messages[1].content.contains(ELLIPSIS));
+            }
+        }
+    }
+
+    #[test]
+    fn a_budget_below_system_and_task_returns_them_unchanged() {
+        let tok = tokenizer();
+        let cfg = RenderConfig { max_prompt_tokens: 5, ..RenderConfig::default() };
+        let (messages, ids) = render_fitted(&tok, &pieces(), &history(3), "You see a mug.", &[], 3, &cfg);
+        assert!(ids.len() > 5);
+        assert_eq!(messages, render(&pieces(), &[], "", &[], 3, &cfg));
+    }
+}

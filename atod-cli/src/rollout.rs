@@ -1,0 +1,492 @@
+//! The batched rollout engine (DESIGN.md §2, step 2): plays many episodes at once, with one generation call
+//! per turn over every live episode, and stores each turn as its own sample.
+//!
+//! Every caller goes through one episode loop: the trainer's rollouts and `atod eval` with a language model
+//! ([`run_episodes`]), and `atod eval` with the expert or random policy and `atod collect`
+//! ([`run_episodes_with`], for policies that answer with text only). Prompts come from [`crate::render`], so
+//! the same state renders to the same prompt everywhere. A language model's prompts are fitted to the token
+//! budget; a text policy's are rendered whole (it has no tokenizer to measure them with).
+//!
+//! Members of a GRPO group are simply episodes with identical [`TaskRef`]s; the engine does not treat them
+//! differently, so a group's members differ only through the policy's samples.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use atod_core::{ChatMessage, Environment, Policy, PolicyResponse, PromptPieces, TaskRef, TurnInput};
+use atod_envs::EnvPlugin;
+use atod_models::{ChatTokenizer, HotPathBackend, LmPolicy};
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::render::{render, render_fitted, HistoryItem, RenderConfig};
+
+/// What the history shows for a turn whose response held no action.
+pub const INVALID_ACTION_NOTE: &str = "(no valid action)";
+
+/// One episode to play: which task, and which GRPO group it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EpisodeSpec {
+    /// The task; members of a group pass identical task refs (split, index and seed).
+    pub task: TaskRef,
+    /// The group's index within the step (for evaluations, the episode's own index).
+    pub group: usize,
+}
+
+/// One turn of one episode, the unit the trainer learns from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TurnSample {
+    /// The trajectory: the index of its episode in the specs given to the engine.
+    pub traj: usize,
+    /// The trajectory's GRPO group.
+    pub group: usize,
+    /// The turn's position in its trajectory, from 0.
+    pub turn_idx: usize,
+    /// The prompt's ids, `tokenizer.encode_prompt(&messages)`; empty for text-only policies.
+    pub prompt_ids: Vec<u32>,
+    /// The sampled ids, the end-of-turn id included when generation stopped on it; empty for text policies.
+    pub response_ids: Vec<u32>,
+    /// The behaviour log-prob of each response id, aligned with `response_ids`.
+    pub behaviour_logprobs: Vec<f32>,
+    /// The rendered prompt, as `atod collect` writes it.
+    pub messages: Vec<ChatMessage>,
+    /// The response text fed to the environment.
+    pub response: String,
+    /// The action the environment extracted (empty when invalid).
+    pub action: String,
+    /// Whether the response held a well-formed action.
+    pub valid: bool,
+    /// The reward of this step.
+    pub reward: f64,
+}
+
+/// How one episode ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpisodeOutcome {
+    /// The index of the episode in the specs.
+    pub traj: usize,
+    /// Its GRPO group.
+    pub group: usize,
+    /// The task played.
+    pub task: TaskRef,
+    /// The environment's kind of task, where it has several.
+    pub task_type: Option<String>,
+    /// Whether the task was solved.
+    pub won: bool,
+    /// The environment's score after the last step.
+    pub score: f64,
+    /// The sum of the rewards of all turns (success reward and invalid-action penalties).
+    pub total_return: f64,
+    /// Turns played.
+    pub turns: usize,
+    /// Turns whose response held no valid action.
+    pub invalid: usize,
+    /// Whether the environment ended the episode (false when it was cut off at `max_turns`).
+    pub done: bool,
+}
+
+/// Where the time of a rollout went, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Timing {
+    /// Generating responses (the policy's `act` or `generate_ids`).
+    pub generate_s: f64,
+    /// The environments: reset, step and the queries for prompt pieces, admissible actions and experts.
+    pub env_s: f64,
+    /// Rendering and tokenizing prompts.
+    pub render_s: f64,
+}
+
+/// Everything a batch of episodes produced.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Rollout {
+    /// Every turn of every episode, ordered by trajectory then turn.
+    pub samples: Vec<TurnSample>,
+    /// One outcome per spec, in the order of the specs.
+    pub episodes: Vec<EpisodeOutcome>,
+    /// Where the time went.
+    pub timing: Timing,
+    /// Prompts that exceeded `max_prompt_tokens` even with no history and an empty observation.
+    pub overlong_prompts: usize,
+}
+
+impl Rollout {
+    /// Appends `other`, whose trajectory indices count from 0, after the episodes already here.
+    pub fn extend(&mut self, other: Rollout) {
+        let offset = self.episodes.len();
+        self.samples.extend(other.samples.into_iter().map(|s| TurnSample { traj: s.traj + offset, ..s }));
+        self.episodes.extend(other.episodes.into_iter().map(|e| EpisodeOutcome { traj: e.traj + offset, ..e }));
+        self.timing.generate_s += other.timing.generate_s;
+        self.timing.env_s += other.timing.env_s;
+        self.timing.render_s += other.timing.render_s;
+        self.overlong_prompts += other.overlong_prompts;
+    }
+}
+
+/// Plays every spec with a language model: env `i` plays spec `i`, all at once, with one `generate_ids` call
+/// over the live episodes per turn. Episodes end when their environment says so or after `max_turns` turns.
+///
+/// Sampling uses the policy's own random stream; reseed it ([`LmPolicy::reseed`]) for a reproducible rollout.
+pub fn run_episodes<B: HotPathBackend>(
+    envs: &mut [Box<dyn Environment>],
+    specs: &[EpisodeSpec],
+    policy: &mut LmPolicy<B>,
+    cfg: &RenderConfig,
+    max_turns: usize,
+) -> anyhow::Result<Rollout> {
+    run(envs, specs, &mut LmActor(policy), cfg, max_turns)
+}
+
+/// [`run_episodes`] for a policy that answers with text only (the expert, the random policy): prompts are
+/// rendered whole, samples carry no ids, and each turn's input carries the expert's response.
+pub fn run_episodes_with(
+    envs: &mut [Box<dyn Environment>],
+    specs: &[EpisodeSpec],
+    policy: &mut dyn Policy,
+    cfg: &RenderConfig,
+    max_turns: usize,
+) -> anyhow::Result<Rollout> {
+    run(envs, specs, &mut TextActor(policy), cfg, max_turns)
+}
+
+/// The specs of episodes `range` of a sweep over a split of `size` tasks: episode `i` plays task `i mod size`
+/// with seed `seed + i div size` (so more episodes than tasks replay the tasks with fresh seeds) and is its
+/// own group.
+pub fn sweep_specs(split: &str, size: u64, seed: u64, range: Range<u64>) -> Vec<EpisodeSpec> {
+    range
+        .map(|i| EpisodeSpec {
+            task: TaskRef { split: split.to_owned(), index: i % size, seed: seed + i / size },
+            group: i as usize,
+        })
+        .collect()
+}
+
+/// A sweep over a split: which episodes to play and how many at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep<'a> {
+    /// The split.
+    pub split: &'a str,
+    /// The number of episodes (see [`sweep_specs`]).
+    pub episodes: u64,
+    /// The base seed.
+    pub seed: u64,
+    /// Episodes played side by side.
+    pub batch: usize,
+}
+
+/// Plays the episodes of `sweep` in batches, with `play` running each batch on fresh environments of
+/// `plugin`, and advances `progress` by episodes. Trajectory indices of the result are episode indices.
+pub fn sweep(
+    plugin: &EnvPlugin,
+    env_config: &str,
+    sweep: &Sweep<'_>,
+    progress: &ProgressBar,
+    mut play: impl FnMut(&mut [Box<dyn Environment>], &[EpisodeSpec]) -> anyhow::Result<Rollout>,
+) -> anyhow::Result<Rollout> {
+    let Sweep { split, episodes, seed, batch } = *sweep;
+    let probe = plugin.create(env_config)?;
+    let size = probe.info().split_size(split)?;
+    if size == 0 {
+        bail!("split `{split}` of `{}` has no tasks", plugin.name());
+    }
+    let mut envs: Vec<Box<dyn Environment>> = vec![probe];
+    let mut all = Rollout::default();
+    let mut next = 0u64;
+    while next < episodes {
+        let count = (episodes - next).min(batch.max(1) as u64);
+        while envs.len() < count as usize {
+            envs.push(plugin.create(env_config)?);
+        }
+        let specs = sweep_specs(split, size, seed, next..next + count);
+        all.extend(play(&mut envs[..count as usize], &specs)?);
+        next += count;
+        progress.set_position(next);
+    }
+    Ok(all)
+}
+
+/// The two kinds of policy behind one episode loop.
+trait Actor {
+    /// The tokenizer prompts are fitted with, for policies that take ids.
+    fn tokenizer(&self) -> Option<&ChatTokenizer>;
+    /// Whether each turn's input needs the environment's expert response.
+    fn wants_expert(&self) -> bool;
+    /// One response per turn, in order.
+    fn act(&mut self, inputs: &[TurnInput], prompt_ids: &[Vec<u32>]) -> anyhow::Result<Vec<PolicyResponse>>;
+}
+
+struct LmActor<'a, B: HotPathBackend>(&'a mut LmPolicy<B>);
+
+impl<B: HotPathBackend> Actor for LmActor<'_, B> {
+    fn tokenizer(&self) -> Option<&ChatTokenizer> {
+        Some(&self.0.tokenizer)
+    }
+    fn wants_expert(&self) -> bool {
+        false
+    }
+    fn act(&mut self, _inputs: &[TurnInput], prompt_ids: &[Vec<u32>]) -> anyhow::Result<Vec<PolicyResponse>> {
+        Ok(self.0.generate_ids(prompt_ids)?)
+    }
+}
+
+struct TextActor<'a>(&'a mut dyn Policy);
+
+impl Actor for TextActor<'_> {
+    fn tokenizer(&self) -> Option<&ChatTokenizer> {
+        None
+    }
+    fn wants_expert(&self) -> bool {
+        true
+    }
+    fn act(&mut self, inputs: &[TurnInput], _prompt_ids: &[Vec<u32>]) -> anyhow::Result<Vec<PolicyResponse>> {
+        Ok(self.0.act(inputs)?)
+    }
+}
+
+/// The state of one episode between turns.
+struct Live {
+    pieces: PromptPieces,
+    observation: String,
+    history: Vec<HistoryItem>,
+}
+
+/// The episode loop.
+fn run(
+    envs: &mut [Box<dyn Environment>],
+    specs: &[EpisodeSpec],
+    actor: &mut dyn Actor,
+    cfg: &RenderConfig,
+    max_turns: usize,
+) -> anyhow::Result<Rollout> {
+    if envs.len() != specs.len() {
+        bail!("{} environments for {} episodes; the rollout engine needs one per episode", envs.len(), specs.len());
+    }
+    let mut rollout = Rollout::default();
+    let clock = Instant::now();
+    let mut states = Vec::with_capacity(specs.len());
+    for (traj, (env, spec)) in envs.iter_mut().zip(specs).enumerate() {
+        let TaskRef { split, index, seed } = &spec.task;
+        let observation = env
+            .reset(split, *index, *seed)
+            .with_context(|| format!("episode {traj}: reset to task {index} of `{split}` with seed {seed}"))?;
+        states.push(Live { pieces: env.prompt()?, observation, history: Vec::new() });
+        rollout.episodes.push(EpisodeOutcome {
+            traj,
+            group: spec.group,
+            task: spec.task.clone(),
+            task_type: env.task_type()?,
+            won: false,
+            score: 0.0,
+            total_return: 0.0,
+            turns: 0,
+            invalid: 0,
+            done: false,
+        });
+    }
+    rollout.timing.env_s += clock.elapsed().as_secs_f64();
+
+    let mut live: Vec<usize> = (0..specs.len()).collect();
+    for turn_idx in 0..max_turns {
+        if live.is_empty() {
+            break;
+        }
+        let mut inputs = Vec::with_capacity(live.len());
+        let mut prompt_ids = Vec::with_capacity(live.len());
+        for &i in &live {
+            let clock = Instant::now();
+            let admissible = envs[i].admissible_actions()?;
+            let expert_response = if actor.wants_expert() { envs[i].expert_action()? } else { None };
+            let rendered = Instant::now();
+            rollout.timing.env_s += (rendered - clock).as_secs_f64();
+            let state = &states[i];
+            let (messages, ids) = match actor.tokenizer() {
+                Some(tokenizer) => render_fitted(
+                    tokenizer,
+                    &state.pieces,
+                    &state.history,
+                    &state.observation,
+                    &admissible,
+                    turn_idx,
+                    cfg,
+                ),
+                None => {
+                    (render(&state.pieces, &state.history, &state.observation, &admissible, turn_idx, cfg), Vec::new())
+                }
+            };
+            if actor.tokenizer().is_some() && ids.len() > cfg.max_prompt_tokens {
+                rollout.overlong_prompts += 1;
+            }
+            rollout.timing.render_s += rendered.elapsed().as_secs_f64();
+            inputs.push(TurnInput { messages, admissible_actions: admissible, expert_response });
+            prompt_ids.push(ids);
+        }
+
+        let clock = Instant::now();
+        let responses = actor.act(&inputs, &prompt_ids)?;
+        rollout.timing.generate_s += clock.elapsed().as_secs_f64();
+        if responses.len() != live.len() {
+            bail!("the policy answered {} of {} turns", responses.len(), live.len());
+        }
+
+        let clock = Instant::now();
+        let mut still_live = Vec::with_capacity(live.len());
+        for ((&i, response), (input, ids)) in live.iter().zip(responses).zip(inputs.into_iter().zip(prompt_ids)) {
+            let result = envs[i].step(&response.text).with_context(|| format!("episode {i}, turn {turn_idx}"))?;
+            let outcome = &mut rollout.episodes[i];
+            outcome.turns += 1;
+            outcome.invalid += usize::from(!result.valid);
+            outcome.total_return += result.reward;
+            outcome.score = result.score;
+            outcome.won = result.won;
+            outcome.done = result.done;
+            let shown_action = if result.valid && !result.action.is_empty() {
+                result.action.clone()
+            } else {
+                INVALID_ACTION_NOTE.to_owned()
+            };
+            let state = &mut states[i];
+            state.history.push(HistoryItem { action: shown_action, observation: result.observation.clone() });
+            state.observation = result.observation;
+            rollout.samples.push(TurnSample {
+                traj: i,
+                group: specs[i].group,
+                turn_idx,
+                prompt_ids: ids,
+                response_ids: response.token_ids,
+                behaviour_logprobs: response.logprobs,
+                messages: input.messages,
+                response: response.text,
+                action: result.action,
+                valid: result.valid,
+                reward: result.reward,
+            });
+            if !result.done {
+                still_live.push(i);
+            }
+        }
+        live = still_live;
+        rollout.timing.env_s += clock.elapsed().as_secs_f64();
+    }
+    // Samples were produced turn by turn across episodes; the trainer wants each trajectory contiguous.
+    rollout.samples.sort_by_key(|s| (s.traj, s.turn_idx));
+    Ok(rollout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policies::ExpertPolicy;
+    use atod_models::{CpuBackend, SamplingParams, TransformerConfig};
+
+    fn counter_envs(n: usize) -> Vec<Box<dyn Environment>> {
+        let plugin = EnvPlugin::bundled(atod_plugin_counter::atod_root_module());
+        (0..n).map(|_| plugin.create(&plugin.default_config()).unwrap()).collect()
+    }
+
+    /// A random-init student-s policy with a tokenizer trained on counter transcripts.
+    pub(crate) fn tiny_policy(max_new_tokens: usize) -> LmPolicy<CpuBackend> {
+        let texts = [
+            "<think>The counter is below the target.</think><action>inc</action>",
+            "<think>The counter shows the target.</think><action>submit</action>",
+            "The counter shows 3. Bring the counter to 5, then submit.",
+        ];
+        let tokenizer = ChatTokenizer::train(texts, 300).unwrap();
+        let config = TransformerConfig::student_s(tokenizer.vocab_size());
+        let model = config.init::<CpuBackend>(&Default::default()).unwrap();
+        let sampling = SamplingParams { max_new_tokens, ..SamplingParams::default() };
+        LmPolicy::new("tiny", model, config, tokenizer, sampling, 11).unwrap()
+    }
+
+    /// Two groups of three members each on the counter's training split.
+    fn group_specs() -> Vec<EpisodeSpec> {
+        (0..6)
+            .map(|j| EpisodeSpec {
+                task: TaskRef { split: "train".into(), index: 4 + j / 3, seed: 9 },
+                group: j as usize / 3,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_language_model_rollout_records_aligned_consecutive_turns() {
+        let mut policy = tiny_policy(6);
+        let specs = group_specs();
+        let mut envs = counter_envs(specs.len());
+        let cfg = RenderConfig { max_prompt_tokens: 200, ..RenderConfig::default() };
+        let rollout = run_episodes(&mut envs, &specs, &mut policy, &cfg, 4).unwrap();
+
+        assert_eq!(rollout.episodes.len(), 6);
+        // A random model almost never writes a valid action, so every episode runs to the turn limit.
+        for outcome in &rollout.episodes {
+            let turns: Vec<&TurnSample> = rollout.samples.iter().filter(|s| s.traj == outcome.traj).collect();
+            assert_eq!(turns.iter().map(|s| s.turn_idx).collect::<Vec<_>>(), (0..outcome.turns).collect::<Vec<_>>());
+            let total: f64 = turns.iter().map(|s| s.reward).sum();
+            assert!((outcome.total_return - total).abs() < 1e-12);
+            assert_eq!(outcome.invalid, turns.iter().filter(|s| !s.valid).count());
+            assert_eq!((outcome.group, &outcome.task), (specs[outcome.traj].group, &specs[outcome.traj].task));
+            assert!(outcome.turns == 4 || outcome.done, "{outcome:?}");
+        }
+        for sample in &rollout.samples {
+            assert!(!sample.response_ids.is_empty() && sample.response_ids.len() <= 6);
+            assert_eq!(sample.response_ids.len(), sample.behaviour_logprobs.len());
+            assert!(sample.behaviour_logprobs.iter().all(|lp| lp.is_finite() && *lp <= 0.0));
+            assert_eq!(sample.prompt_ids, policy.tokenizer.encode_prompt(&sample.messages));
+            assert!(sample.prompt_ids.len() <= 200);
+            assert_eq!(sample.group, specs[sample.traj].group);
+        }
+        assert!(rollout.samples.windows(2).all(|w| (w[0].traj, w[0].turn_idx) < (w[1].traj, w[1].turn_idx)));
+        assert!(rollout.timing.generate_s > 0.0 && rollout.timing.env_s > 0.0);
+        assert_eq!(rollout.overlong_prompts, 0);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_rollout() {
+        let specs = group_specs();
+        let cfg = RenderConfig::default();
+        let mut policy = tiny_policy(5);
+        let mut play = |seed| {
+            policy.reseed(seed);
+            let mut rollout = run_episodes(&mut counter_envs(specs.len()), &specs, &mut policy, &cfg, 3).unwrap();
+            rollout.timing = Timing::default();
+            rollout
+        };
+        let (first, again, other) = (play(3), play(3), play(4));
+        assert_eq!(first, again);
+        assert_ne!(first.samples, other.samples);
+    }
+
+    #[test]
+    fn text_policies_share_the_loop_and_stop_at_the_turn_limit() {
+        let specs = sweep_specs("test", 100, 0, 0..5);
+        let cfg = RenderConfig::default();
+        let rollout = run_episodes_with(&mut counter_envs(5), &specs, &mut ExpertPolicy, &cfg, 1_000).unwrap();
+        assert!(rollout.episodes.iter().all(|o| o.won && o.done && o.invalid == 0));
+        assert!(rollout.samples.iter().all(|s| s.prompt_ids.is_empty() && s.valid));
+        let last = rollout.samples.iter().rfind(|s| s.traj == 0).unwrap();
+        assert_eq!(last.action, "submit");
+        // Later prompts repeat the history.
+        let second = rollout.samples.iter().find(|s| s.traj == 0 && s.turn_idx == 1).unwrap();
+        assert!(second.messages[1].content.contains("[step 1] action: inc"), "{}", second.messages[1].content);
+
+        // Cut off after 2 turns: not done, not won.
+        let cut = run_episodes_with(&mut counter_envs(5), &specs, &mut ExpertPolicy, &cfg, 2).unwrap();
+        let long = cut.episodes.iter().find(|o| o.turns == 2 && !o.done).expect("a target above 1");
+        assert!(!long.won);
+        assert!(cut.samples.iter().all(|s| s.turn_idx < 2));
+    }
+
+    #[test]
+    fn mismatched_envs_and_specs_are_an_error() {
+        let specs = sweep_specs("test", 100, 0, 0..3);
+        let err = run_episodes_with(&mut counter_envs(2), &specs, &mut ExpertPolicy, &RenderConfig::default(), 5)
+            .unwrap_err();
+        assert!(err.to_string().contains("2 environments for 3 episodes"), "{err}");
+    }
+
+    #[test]
+    fn sweeps_cycle_tasks_with_fresh_seeds() {
+        let specs = sweep_specs("test", 3, 10, 2..5);
+        let tasks: Vec<(u64, u64, usize)> = specs.iter().map(|s| (s.task.index, s.task.seed, s.group)).collect();
+        assert_eq!(tasks, [(2, 10, 2), (0, 11, 3), (1, 11, 4)]);
+    }
+}
