@@ -11,8 +11,10 @@ use clap::{Parser, Subcommand};
 
 pub mod commands;
 pub mod grid;
+pub mod pipeline;
 pub mod plot;
 pub mod policies;
+pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod render;
@@ -52,8 +54,12 @@ pub enum Command {
     Report(commands::report::Args),
     /// Evaluate a schedule expression over the training steps and draw it.
     Schedule(commands::schedule::Args),
+    /// Supervised fine-tuning on expert demonstrations (teachers, student initialisation).
+    Sft(commands::sft::Args),
     /// Train the chat tokenizer (byte-level BPE) on JSONL transcripts and write its tokenizer.json.
     Tokenizer(commands::tokenizer::Args),
+    /// Online post-training (atod, opd, grpo and ablations); builds missing stages first.
+    Train(commands::train::Args),
 }
 
 /// Runs the command line of this process and returns its exit code. Errors print as one `error:` paragraph
@@ -80,6 +86,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Play(args) => commands::play::run(&registry::build(&cli.plugins)?, &args),
         Command::Report(args) => commands::report::run(&args),
         Command::Schedule(args) => commands::schedule::run(&args),
+        Command::Sft(args) => commands::sft::run(&registry::build(&cli.plugins)?, &args),
         Command::Tokenizer(args) => commands::tokenizer::run(&args),
+        Command::Train(args) => commands::train::run(&registry::build(&cli.plugins)?, &args),
     }
 }

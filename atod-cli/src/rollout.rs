@@ -146,7 +146,20 @@ pub fn run_episodes_with(
     cfg: &RenderConfig,
     max_turns: usize,
 ) -> anyhow::Result<Rollout> {
-    run(envs, specs, &mut TextActor(policy), cfg, max_turns)
+    run(envs, specs, &mut TextActor(policy, None), cfg, max_turns)
+}
+
+/// [`run_episodes_with`] with prompts fitted to `cfg.max_prompt_tokens` by `tokenizer`, as a language model's
+/// are: expert demonstrations for SFT then show exactly the prompts the trained model will see.
+pub fn run_episodes_fitted(
+    envs: &mut [Box<dyn Environment>],
+    specs: &[EpisodeSpec],
+    policy: &mut dyn Policy,
+    tokenizer: &ChatTokenizer,
+    cfg: &RenderConfig,
+    max_turns: usize,
+) -> anyhow::Result<Rollout> {
+    run(envs, specs, &mut TextActor(policy, Some(tokenizer)), cfg, max_turns)
 }
 
 /// The specs of episodes `range` of a sweep over a split of `size` tasks: episode `i` plays task `i mod size`
@@ -229,11 +242,11 @@ impl<B: HotPathBackend> Actor for LmActor<'_, B> {
     }
 }
 
-struct TextActor<'a>(&'a mut dyn Policy);
+struct TextActor<'a>(&'a mut dyn Policy, Option<&'a ChatTokenizer>);
 
 impl Actor for TextActor<'_> {
     fn tokenizer(&self) -> Option<&ChatTokenizer> {
-        None
+        self.1
     }
     fn wants_expert(&self) -> bool {
         true

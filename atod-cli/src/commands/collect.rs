@@ -110,9 +110,22 @@ pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
 
 /// Plays the expert and writes the demonstrations.
 pub fn collect(plugin: &EnvPlugin, config: &str, args: &Args) -> anyhow::Result<Report> {
-    let start = Instant::now();
     let defaults = RenderConfig::default();
     let render = RenderConfig { history: args.history.unwrap_or(defaults.history), ..defaults };
+    collect_with(plugin, config, args, &render, MAX_TURNS, None)
+}
+
+/// [`collect`] with the prompt rendering and turn limit of a training config and, with `fit`, prompts fitted to
+/// the token budget by that tokenizer, so that demonstrations show the prompts the trainer's rollouts will show.
+pub fn collect_with(
+    plugin: &EnvPlugin,
+    config: &str,
+    args: &Args,
+    render: &RenderConfig,
+    max_turns: usize,
+    fit: Option<&atod_models::ChatTokenizer>,
+) -> anyhow::Result<Report> {
+    let start = Instant::now();
     let progress = ProgressBar::new(args.episodes).with_style(
         ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} episodes, {elapsed} elapsed, eta {eta}")
             .expect("a valid template"),
@@ -120,7 +133,12 @@ pub fn collect(plugin: &EnvPlugin, config: &str, args: &Args) -> anyhow::Result<
     progress.set_message(format!("collect {} · {}", args.env, args.split));
     let plan = Sweep { split: &args.split, episodes: args.episodes, seed: args.seed, batch: BATCH };
     let rollout = sweep(plugin, config, &plan, &progress, |envs, specs| {
-        run_episodes_with(envs, specs, &mut ExpertPolicy, &render, MAX_TURNS)
+        match fit {
+            Some(tokenizer) => {
+                crate::rollout::run_episodes_fitted(envs, specs, &mut ExpertPolicy, tokenizer, render, max_turns)
+            }
+            None => run_episodes_with(envs, specs, &mut ExpertPolicy, render, max_turns),
+        }
     })?;
     progress.finish_and_clear();
     let (text, lines) = to_jsonl(&rollout, &args.env, args.all)?;

@@ -70,7 +70,7 @@ pub struct Args {
 }
 
 /// Results for one group of episodes (all of them, or one task type).
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Episodes played.
     pub episodes: u64,

@@ -8,4 +8,6 @@ pub mod grid;
 pub mod play;
 pub mod report;
 pub mod schedule;
+pub mod sft;
 pub mod tokenizer;
+pub mod train;

@@ -1,0 +1,398 @@
+//! The TOML configs of `atod sft` and `atod train`, and how they resolve into stages.
+//!
+//! A train config names everything its run needs: the environment, the expert demonstrations and the tokenizer
+//! trained on them, the teacher and the student initialisation (each an SFT config), the online loop and the
+//! loss. Every table denies unknown keys, so a typo is an error that names the key and the file.
+//!
+//! ```toml
+//! name = "quickstart"
+//! method = "atod"          # atod | opd | grpo | atod-uniform | atod-const | atod-token | sft-init
+//! seed = 0
+//! device = "cpu"
+//!
+//! [env]                    # atod_core::EnvConfig
+//! name = "alfworld"
+//! config = { preset = "mini" }
+//!
+//! [demos]                  # expert demonstrations (SFT data and tokenizer corpus)
+//! episodes = 120
+//!
+//! [tokenizer]
+//! vocab_size = 512
+//!
+//! [teacher]                # an SFT stage
+//! preset = "student-l"
+//! steps = 300
+//!
+//! [student]                # the student's initialisation: another SFT stage
+//! preset = "student-s"
+//! steps = 60
+//!
+//! [train]                  # the online loop
+//! steps = 20
+//!
+//! [loss]                   # optional overrides of the method's loss preset (atod-losses)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use atod_core::config::EnvConfig;
+use atod_losses::LossConfig;
+use atod_models::optim::AdamWConfig;
+use serde::{Deserialize, Serialize};
+
+/// The methods `atod train` knows; `sft-init` trains nothing and evaluates the initialisation.
+pub const METHODS: &[&str] = &["atod", "opd", "grpo", "atod-uniform", "atod-const", "atod-token", "sft-init"];
+
+/// Expert demonstrations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemosConfig {
+    /// Expert episodes played on the train split (only won episodes' turns are kept).
+    #[serde(default = "default_demo_episodes")]
+    pub episodes: u64,
+    /// The seed of the episodes.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_demo_episodes() -> u64 {
+    120
+}
+
+impl Default for DemosConfig {
+    fn default() -> Self {
+        Self { episodes: default_demo_episodes(), seed: 0 }
+    }
+}
+
+/// The tokenizer trained on the demonstrations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerConfig {
+    /// Vocabulary size (at least 259).
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+}
+
+fn default_vocab() -> usize {
+    512
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        Self { vocab_size: default_vocab() }
+    }
+}
+
+/// Prompt rendering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptConfig {
+    /// Prompts are cut to this many tokens (oldest history first).
+    #[serde(default = "default_max_prompt_tokens")]
+    pub max_prompt_tokens: usize,
+    /// A response is cut at this many tokens.
+    #[serde(default = "default_max_new_tokens")]
+    pub max_new_tokens: usize,
+    /// An episode ends after this many turns at the latest (the environment may end it sooner).
+    #[serde(default = "default_max_turns")]
+    pub max_turns: usize,
+}
+
+fn default_max_prompt_tokens() -> usize {
+    768
+}
+fn default_max_new_tokens() -> usize {
+    48
+}
+fn default_max_turns() -> usize {
+    30
+}
+
+impl Default for PromptConfig {
+    fn default() -> Self {
+        Self {
+            max_prompt_tokens: default_max_prompt_tokens(),
+            max_new_tokens: default_max_new_tokens(),
+            max_turns: default_max_turns(),
+        }
+    }
+}
+
+/// One supervised fine-tuning stage: a model preset trained on the demonstrations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftConfig {
+    /// The model preset (atod_models::model::PRESETS).
+    pub preset: String,
+    /// Optimiser steps.
+    #[serde(default = "default_sft_steps")]
+    pub steps: u64,
+    /// Transcripts per step.
+    #[serde(default = "default_sft_batch")]
+    pub batch_size: usize,
+    /// Peak learning rate (linear warm-up over the first 5% of steps, then cosine decay to 10%).
+    #[serde(default = "default_sft_lr")]
+    pub lr: f64,
+    /// AdamW.
+    #[serde(default)]
+    pub optimizer: AdamWConfig,
+    /// The seed of the weights and of the batch order.
+    #[serde(default)]
+    pub seed: u64,
+    /// Evaluation episodes at the end (on the eval split).
+    #[serde(default = "default_eval_episodes")]
+    pub eval_episodes: u64,
+}
+
+fn default_sft_steps() -> u64 {
+    200
+}
+fn default_sft_batch() -> usize {
+    16
+}
+fn default_sft_lr() -> f64 {
+    3e-3
+}
+fn default_eval_episodes() -> u64 {
+    32
+}
+
+/// The online loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    /// Training steps.
+    #[serde(default = "default_steps")]
+    pub steps: u64,
+    /// Tasks drawn per step.
+    #[serde(default = "default_tasks_per_step")]
+    pub tasks_per_step: usize,
+    /// Episodes per task (a GRPO group).
+    #[serde(default = "default_group_size")]
+    pub group_size: usize,
+    /// Learning rate (constant after a linear warm-up over `warmup` steps).
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Warm-up steps.
+    #[serde(default)]
+    pub warmup: u64,
+    /// AdamW.
+    #[serde(default)]
+    pub optimizer: AdamWConfig,
+    /// Turn samples per mini-batch (one optimiser step each).
+    #[serde(default = "default_mini_batch")]
+    pub mini_batch_size: usize,
+    /// Passes over each step's samples.
+    #[serde(default = "default_ppo_epochs")]
+    pub ppo_epochs: usize,
+    /// Sampling temperature of rollouts.
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    /// Sampling temperature of evaluations.
+    #[serde(default = "default_eval_temperature")]
+    pub eval_temperature: f32,
+    /// Evaluate every this many steps (and at the start and the end).
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    /// Evaluation episodes (on the eval split).
+    #[serde(default = "default_eval_episodes")]
+    pub eval_episodes: u64,
+    /// Checkpoint every this many steps (and at the end).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_steps() -> u64 {
+    20
+}
+fn default_tasks_per_step() -> usize {
+    4
+}
+fn default_group_size() -> usize {
+    4
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_mini_batch() -> usize {
+    64
+}
+fn default_ppo_epochs() -> usize {
+    1
+}
+fn default_temperature() -> f32 {
+    1.0
+}
+fn default_eval_temperature() -> f32 {
+    0.4
+}
+fn default_eval_every() -> u64 {
+    10
+}
+fn default_checkpoint_every() -> u64 {
+    5
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// `atod train --config`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The run's name (its directory under `runs/` unless `--out` says otherwise).
+    pub name: String,
+    /// The method (see [`METHODS`]).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// The seed of everything random in the online loop.
+    #[serde(default)]
+    pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Where built stages (demonstrations, tokenizers, SFT models) are kept and reused; default `runs/stages`.
+    #[serde(default)]
+    pub stages_dir: Option<PathBuf>,
+    /// The environment.
+    pub env: EnvConfig,
+    /// Prompt rendering and turn limits.
+    #[serde(default)]
+    pub prompt: PromptConfig,
+    /// Expert demonstrations.
+    #[serde(default)]
+    pub demos: DemosConfig,
+    /// The tokenizer.
+    #[serde(default)]
+    pub tokenizer: TokenizerConfig,
+    /// The teacher: an SFT stage.
+    pub teacher: SftConfig,
+    /// The student's initialisation: an SFT stage.
+    pub student: SftConfig,
+    /// The online loop.
+    #[serde(default)]
+    pub train: LoopConfig,
+    /// Overrides of the method's loss preset (keys of atod-losses' `[loss]` table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<toml::Table>,
+}
+
+fn default_method() -> String {
+    "atod".to_owned()
+}
+fn default_device() -> String {
+    "cpu".to_owned()
+}
+
+/// `atod sft --config`: one SFT stage with its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftRunConfig {
+    /// The run's name.
+    pub name: String,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Where stages are kept; default `runs/stages`.
+    #[serde(default)]
+    pub stages_dir: Option<PathBuf>,
+    /// The environment.
+    pub env: EnvConfig,
+    /// Prompt rendering.
+    #[serde(default)]
+    pub prompt: PromptConfig,
+    /// Expert demonstrations.
+    #[serde(default)]
+    pub demos: DemosConfig,
+    /// The tokenizer.
+    #[serde(default)]
+    pub tokenizer: TokenizerConfig,
+    /// The model and its training.
+    pub model: SftConfig,
+}
+
+/// Reads a TOML config; errors name the file (and, from serde, the key and line).
+pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    toml::from_str(&text).map_err(|err| anyhow::anyhow!("config {}: {}", path.display(), err.to_string().trim_end()))
+}
+
+impl TrainConfig {
+    /// Reads and checks a train config.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let config: Self = read(path)?;
+        config.check().with_context(|| format!("config {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: names and ranges.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !METHODS.contains(&self.method.as_str()) {
+            bail!("unknown method `{}` (key `method`); known methods: {}", self.method, METHODS.join(", "));
+        }
+        self.device.parse::<atod_models::DeviceSpec>().context("key `device`")?;
+        for (key, sft) in [("teacher", &self.teacher), ("student", &self.student)] {
+            atod_models::TransformerConfig::preset(&sft.preset, 512).with_context(|| format!("key `{key}.preset`"))?;
+        }
+        if self.train.tasks_per_step == 0 || self.train.group_size == 0 || self.train.mini_batch_size == 0 {
+            bail!("`train.tasks_per_step`, `train.group_size` and `train.mini_batch_size` must be positive");
+        }
+        self.loss_config()?;
+        Ok(())
+    }
+
+    /// The loss of this run: the method's preset with the `[loss]` overrides.
+    pub fn loss_config(&self) -> anyhow::Result<LossConfig> {
+        let preset = match self.method.as_str() {
+            "sft-init" => "atod",
+            other => other,
+        };
+        let mut table = toml::Table::new();
+        table.insert("preset".into(), toml::Value::String(preset.to_owned()));
+        if let Some(overrides) = &self.loss {
+            if overrides.contains_key("preset") {
+                bail!("`loss.preset` cannot be set: the method chooses the preset");
+            }
+            table.extend(overrides.clone());
+        }
+        let mut doc = toml::Table::new();
+        doc.insert("loss".into(), toml::Value::Table(table));
+        LossConfig::from_toml(&toml::to_string(&doc)?).map_err(|err| anyhow::anyhow!("key `loss`: {err}"))
+    }
+
+    /// The SFT run config of the teacher or the student stage.
+    pub fn sft_stage(&self, model: &SftConfig) -> SftRunConfig {
+        SftRunConfig {
+            name: format!("{}-{}", self.name, model.preset),
+            device: self.device.clone(),
+            stages_dir: self.stages_dir.clone(),
+            env: self.env.clone(),
+            prompt: self.prompt.clone(),
+            demos: self.demos.clone(),
+            tokenizer: self.tokenizer.clone(),
+            model: model.clone(),
+        }
+    }
+}
+
+impl SftRunConfig {
+    /// Reads and checks an SFT config.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let config: Self = read(path)?;
+        config.device.parse::<atod_models::DeviceSpec>().with_context(|| format!("config {}: key `device`", path.display()))?;
+        atod_models::TransformerConfig::preset(&config.model.preset, 512)
+            .with_context(|| format!("config {}: key `model.preset`", path.display()))?;
+        Ok(config)
+    }
+}
+
+/// The stage directory of a config: `stages_dir` or `runs/stages`.
+pub fn stages_dir(configured: &Option<PathBuf>) -> PathBuf {
+    configured.clone().unwrap_or_else(|| PathBuf::from("runs/stages"))
+}

@@ -1,0 +1,124 @@
+//! The training pipeline behind `atod sft` and `atod train`: configs, self-resolving stages, supervised
+//! fine-tuning and the online loop. Rendering, rollouts and evaluation are shared with `atod collect` and
+//! `atod eval` (modules `render`, `rollout`, `commands::eval`), so every stage sees the same prompts.
+
+pub mod config;
+pub mod sft;
+pub mod stages;
+pub mod trainer;
+
+use std::path::Path;
+
+use atod_envs::EnvPlugin;
+use atod_models::{HotPathBackend, LmPolicy, SamplingParams};
+
+use crate::commands::collect;
+use crate::commands::eval::{evaluate_policy, EvalPlan};
+pub use crate::commands::eval::Summary as EvalSummary;
+use crate::render::RenderConfig;
+use config::{PromptConfig, SftRunConfig, TrainConfig};
+
+/// The prompt rendering of an environment config and prompt limits.
+pub fn render_of(env: &atod_core::config::EnvConfig, prompt: &PromptConfig) -> RenderConfig {
+    RenderConfig { history: env.history, show_admissible: env.show_admissible, max_prompt_tokens: prompt.max_prompt_tokens }
+}
+
+/// The prompt rendering of a train config.
+pub fn render_config(config: &TrainConfig) -> RenderConfig {
+    render_of(&config.env, &config.prompt)
+}
+
+/// Collects the expert demonstrations of an SFT config into `out` (won episodes only), with prompts fitted to
+/// the budget when a tokenizer is given.
+pub fn collect_demos(
+    plugin: &EnvPlugin,
+    config: &SftRunConfig,
+    out: &Path,
+    fit: Option<&atod_models::ChatTokenizer>,
+) -> anyhow::Result<collect::Report> {
+    let args = collect::Args {
+        env: config.env.name.clone(),
+        split: config.env.train_split.clone(),
+        episodes: config.demos.episodes,
+        out: out.to_owned(),
+        seed: config.demos.seed,
+        config: None,
+        history: Some(config.env.history),
+        all: false,
+        json: false,
+    };
+    let render = render_of(&config.env, &config.prompt);
+    collect::collect_with(plugin, &config.env.config_toml(), &args, &render, config.prompt.max_turns, fit)
+}
+
+fn plan(
+    env: &atod_core::config::EnvConfig,
+    prompt: &PromptConfig,
+    split: &str,
+    episodes: u64,
+    seed: u64,
+    temperature: f32,
+) -> EvalPlan {
+    EvalPlan {
+        split: split.to_owned(),
+        episodes,
+        seed,
+        render: render_of(env, prompt),
+        max_turns: prompt.max_turns,
+        sampling: Some(SamplingParams { temperature, max_new_tokens: prompt.max_new_tokens, ..SamplingParams::default() }),
+    }
+}
+
+/// Evaluates an SFT stage's model on `split` at the evaluation temperature 0.4.
+pub fn evaluate<B: HotPathBackend>(
+    policy: &mut LmPolicy<B>,
+    plugin: &EnvPlugin,
+    config: &SftRunConfig,
+    split: &str,
+    episodes: u64,
+    seed: u64,
+) -> anyhow::Result<EvalSummary> {
+    let plan = plan(&config.env, &config.prompt, split, episodes, seed, 0.4);
+    Ok(evaluate_policy(policy, plugin, &config.env.config_toml(), &plan)?.overall)
+}
+
+/// A train run's periodic evaluation: `train.eval_episodes` episodes of the eval split at
+/// `train.eval_temperature`, always the same tasks and seeds.
+pub fn evaluate_train<B: HotPathBackend>(
+    policy: &mut LmPolicy<B>,
+    plugin: &EnvPlugin,
+    config: &TrainConfig,
+    seed: u64,
+) -> anyhow::Result<EvalSummary> {
+    let plan = plan(
+        &config.env,
+        &config.prompt,
+        &config.env.eval_split,
+        config.train.eval_episodes,
+        seed,
+        config.train.eval_temperature,
+    );
+    Ok(evaluate_policy(policy, plugin, &config.env.config_toml(), &plan)?.overall)
+}
+
+/// The teacher's evaluation for a train config, computed once per teacher stage and evaluation plan and kept
+/// in the stage's directory (grid cells share it).
+pub fn cached_teacher_eval<B: HotPathBackend>(
+    stage_dir: &Path,
+    teacher: &mut LmPolicy<B>,
+    plugin: &EnvPlugin,
+    config: &TrainConfig,
+    seed: u64,
+) -> anyhow::Result<EvalSummary> {
+    let key = stages::key_of(
+        "teacher-eval",
+        &(&config.env, &config.prompt, config.train.eval_episodes, config.train.eval_temperature.to_bits(), seed),
+    );
+    let path = stage_dir.join(format!("eval-{key}.json"));
+    if let Some(summary) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()) {
+        return Ok(summary);
+    }
+    let summary = evaluate_train(teacher, plugin, config, seed)?;
+    atod_models::checkpoint::write_file_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    Ok(summary)
+}

@@ -1,0 +1,172 @@
+//! Supervised fine-tuning on expert demonstrations: the teachers, and the students' initialisation.
+//!
+//! The loss is the mean negative log-likelihood of the assistant tokens (the tokenizer's chat loss mask: the
+//! response and its end-of-turn token), never of the prompt. Batches are drawn without replacement, epoch by
+//! epoch, from a seeded shuffle; the learning rate warms up linearly over the first 5% of steps and then decays
+//! along a cosine to 10% of its peak.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use atod_core::policy::ChatMessage;
+use atod_core::rng::SplitMix64;
+use atod_envs::Registry;
+use atod_models::optim::AdamW;
+use atod_models::{sequence_stats, ChatTokenizer, DeviceSpec, HotPathBackend, LmPolicy, SamplingParams, TransformerConfig};
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use super::config::SftRunConfig;
+
+/// One logged SFT step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SftMetrics {
+    /// The step (1-based: after this many updates).
+    pub step: u64,
+    /// Mean NLL per assistant token.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Assistant tokens per second of this step.
+    pub tokens_per_s: f64,
+}
+
+/// The learning rate at `step` of `total` for peak `lr`: warm-up over 5%, cosine to 10%.
+pub fn lr_at(step: u64, total: u64, lr: f64) -> f64 {
+    let warmup = (total / 20).max(1);
+    if step < warmup {
+        return lr * (step + 1) as f64 / warmup as f64;
+    }
+    let progress = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
+    lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos()))
+}
+
+/// Trains the SFT model of `config` on `demos` and writes `out/model/` (an export), `out/metrics.jsonl` and
+/// `out/eval.json`.
+pub fn train(
+    registry: &Registry,
+    config: &SftRunConfig,
+    demos: &Path,
+    tokenizer: ChatTokenizer,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let device: DeviceSpec = config.device.parse()?;
+    match device {
+        DeviceSpec::Cpu => train_on::<atod_models::CpuAutodiff>(registry, config, demos, tokenizer, out, &Default::default()),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => {
+            atod_models::backend::check_cuda(&device)?;
+            let cuda = device.cuda_device().expect("a CUDA spec");
+            train_on::<atod_models::CudaAutodiff>(registry, config, demos, tokenizer, out, &cuda)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!("DeviceSpec refuses CUDA without the cuda feature"),
+    }
+}
+
+/// Reads the demonstrations and encodes them: ids and the assistant-token mask of each transcript.
+pub fn encode_demos(path: &Path, tokenizer: &ChatTokenizer, max_len: usize) -> anyhow::Result<Vec<(Vec<u32>, Vec<bool>)>> {
+    #[derive(Deserialize)]
+    struct Line {
+        messages: Vec<ChatMessage>,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let line: Line = serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), n + 1))?;
+        let encoded = tokenizer.encode_chat(&line.messages);
+        if encoded.ids.len() <= max_len && encoded.loss_mask.iter().any(|&m| m) {
+            rows.push((encoded.ids, encoded.loss_mask));
+        }
+    }
+    Ok(rows)
+}
+
+fn train_on<B>(
+    registry: &Registry,
+    config: &SftRunConfig,
+    demos: &Path,
+    tokenizer: ChatTokenizer,
+    out: &Path,
+    device: &B::Device,
+) -> anyhow::Result<()>
+where
+    B: AutodiffBackend + HotPathBackend,
+    B::InnerBackend: HotPathBackend,
+{
+    let sft = &config.model;
+    let max_len = config.prompt.max_prompt_tokens + config.prompt.max_new_tokens + 8;
+    let rows = encode_demos(demos, &tokenizer, max_len)?;
+    if rows.is_empty() {
+        anyhow::bail!("no demonstration fits in {max_len} tokens");
+    }
+    let model_config = TransformerConfig::preset(&sft.preset, tokenizer.vocab_size())?;
+    B::seed(device, sft.seed);
+    let mut model = model_config.init::<B>(device)?;
+    let mut optim = AdamW::<B>::new(sft.optimizer.clone());
+    let mut rng = SplitMix64::new(sft.seed ^ 0x5f7);
+    let mut order: Vec<usize> = Vec::new();
+    let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))?;
+    let bar = crate::progress::bar(sft.steps, &format!("sft {}", sft.preset));
+    let started = Instant::now();
+    for step in 0..sft.steps {
+        let t0 = Instant::now();
+        let mut batch = Vec::with_capacity(sft.batch_size);
+        while batch.len() < sft.batch_size.min(rows.len()) {
+            if order.is_empty() {
+                order = (0..rows.len()).collect();
+                rng.shuffle(&mut order);
+            }
+            batch.push(order.pop().expect("refilled"));
+        }
+        let pairs: Vec<(&[u32], &[bool])> = batch.iter().map(|&i| (&rows[i].0[..], &rows[i].1[..])).collect();
+        let stats = sequence_stats(&model, &pairs, 1.0)?;
+        let n_tokens: f32 = pairs.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count() as f32).sum();
+        let loss = stats.logp.sum().neg() / n_tokens.max(1.0);
+        let loss_value: f64 = loss.clone().into_scalar().elem::<f64>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let lr = lr_at(step, sft.steps, sft.lr);
+        let (next, report) = optim.step(lr, model, grads);
+        model = next;
+        let record = SftMetrics {
+            step: step + 1,
+            loss: loss_value,
+            lr,
+            grad_norm: report.grad_norm,
+            tokens_per_s: f64::from(n_tokens) / t0.elapsed().as_secs_f64(),
+        };
+        writeln!(metrics, "{}", serde_json::to_string(&record)?)?;
+        bar.set_message(format!("loss {loss_value:.3}"));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let policy = LmPolicy::new(
+        format!("sft-{}", sft.preset),
+        model.valid(),
+        model_config,
+        tokenizer,
+        SamplingParams { temperature: 0.4, max_new_tokens: config.prompt.max_new_tokens, ..SamplingParams::default() },
+        sft.seed,
+    )?;
+    policy.save(&out.join("model"))?;
+    let mut policy = policy;
+    let plugin = registry.get(&config.env.name)?;
+    let eval = super::evaluate(&mut policy, plugin, config, &config.env.eval_split, sft.eval_episodes, 0)?;
+    let summary = serde_json::json!({
+        "preset": sft.preset,
+        "steps": sft.steps,
+        "transcripts": rows.len(),
+        "wall_seconds": started.elapsed().as_secs_f64(),
+        "eval": eval,
+    });
+    std::fs::write(out.join("eval.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    Ok(())
+}
+
+use burn::tensor::ElementConversion;

@@ -1,0 +1,169 @@
+//! Stages that resolve themselves: demonstrations, the tokenizer, SFT models.
+//!
+//! Each stage lives in `<stages_dir>/<kind>-<key>/`, where the key hashes the stage's resolved config together
+//! with the keys of the stages it consumes. A present stage (its `done` marker written last) is reused; a
+//! missing one is built. Concurrent builders of one stage (grid cells in parallel processes) take a lock file;
+//! the others wait for the marker. So one `atod train` runs the whole pipeline, and a grid builds each teacher
+//! once.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use atod_envs::Registry;
+use atod_models::ChatTokenizer;
+use serde::Serialize;
+
+use super::config::{stages_dir, SftRunConfig};
+
+/// Bumped whenever a stage's output would change for the same config.
+const STAGE_VERSION: u32 = 1;
+
+/// FNV-1a over the JSON of `value`: stable across runs and machines.
+pub fn key_of(kind: &str, value: &impl Serialize) -> String {
+    let text = format!("{kind}/{STAGE_VERSION}/{}", serde_json::to_string(value).expect("configs serialise"));
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// A built (or reused) stage.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its key.
+    pub key: String,
+    /// Whether this call built it.
+    pub built: bool,
+}
+
+/// Returns the stage `kind` with `key`, building it with `build(dir)` if it is missing. `build` writes into a
+/// fresh directory; the stage becomes visible (the `done` marker) only when it returns Ok.
+pub fn resolve(
+    root: &Path,
+    kind: &str,
+    key: &str,
+    build: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<Stage> {
+    let dir = root.join(format!("{kind}-{key}"));
+    let done = dir.join("done");
+    if done.exists() {
+        return Ok(Stage { dir, key: key.to_owned(), built: false });
+    }
+    fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    let lock = root.join(format!("{kind}-{key}.lock"));
+    let start = Instant::now();
+    loop {
+        match fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+            Ok(_) => break,
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                if done.exists() {
+                    return Ok(Stage { dir, key: key.to_owned(), built: false });
+                }
+                // A lock older than two hours belongs to a builder that died.
+                let stale = fs::metadata(&lock)
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(7200))
+                    .unwrap_or(false);
+                if stale {
+                    let _ = fs::remove_file(&lock);
+                    continue;
+                }
+                if start.elapsed().as_secs() % 60 == 0 {
+                    eprintln!("waiting for another process to build {kind}-{key} ...");
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(err) => return Err(err).with_context(|| format!("cannot create {}", lock.display())),
+        }
+    }
+    let result: anyhow::Result<bool> = (|| {
+        if done.exists() {
+            return Ok(false);
+        }
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        build(&dir)?;
+        atod_models::checkpoint::write_file_atomic(&done, b"")?;
+        Ok(true)
+    })();
+    let _ = fs::remove_file(&lock);
+    let built = result.with_context(|| format!("building stage {}", dir.display()))?;
+    Ok(Stage { dir, key: key.to_owned(), built })
+}
+
+/// The demonstrations of a config: `demos-<key>/demos.jsonl`.
+pub fn demos(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<Stage> {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        env: &'a str,
+        env_config: &'a toml::Table,
+        train_split: &'a str,
+        history: usize,
+        show_admissible: bool,
+        max_prompt_tokens: usize,
+        demos: &'a super::config::DemosConfig,
+    }
+    let key = key_of(
+        "demos",
+        &Key {
+            env: &config.env.name,
+            env_config: &config.env.config,
+            train_split: &config.env.train_split,
+            history: config.env.history,
+            show_admissible: config.env.show_admissible,
+            max_prompt_tokens: config.prompt.max_prompt_tokens,
+            demos: &config.demos,
+        },
+    );
+    resolve(&stages_dir(&config.stages_dir), "demos", &key, |dir| {
+        let plugin = registry.get(&config.env.name)?;
+        let summary = super::collect_demos(plugin, config, &dir.join("demos.jsonl"), None)?;
+        if summary.lines == 0 {
+            bail!("the expert won no episode of `{}`: no demonstrations", config.env.name);
+        }
+        fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+        Ok(())
+    })
+}
+
+/// The tokenizer of a config, trained on its demonstrations: `tokenizer-<key>/tokenizer.json`.
+pub fn tokenizer(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<(Stage, ChatTokenizer)> {
+    let demos = demos(registry, config)?;
+    let key = key_of("tokenizer", &(&demos.key, &config.tokenizer));
+    let stage = resolve(&stages_dir(&config.stages_dir), "tokenizer", &key, |dir| {
+        let texts = crate::commands::tokenizer::read_texts(&demos.dir.join("demos.jsonl"))?;
+        let tokenizer = ChatTokenizer::train(&texts, config.tokenizer.vocab_size)?;
+        tokenizer.save(dir.join("tokenizer.json"))?;
+        Ok(())
+    })?;
+    let tokenizer = ChatTokenizer::from_file(stage.dir.join("tokenizer.json"))?;
+    Ok((stage, tokenizer))
+}
+
+/// The SFT data of a config: the same expert episodes as the demonstrations, replayed with prompts fitted to the
+/// token budget by the config's tokenizer (`sftdata-<key>/demos.jsonl`).
+pub fn sft_data(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<(Stage, ChatTokenizer)> {
+    let (tokenizer_stage, tokenizer) = tokenizer(registry, config)?;
+    let key = key_of("sftdata", &(&tokenizer_stage.key, &config.prompt));
+    let stage = resolve(&stages_dir(&config.stages_dir), "sftdata", &key, |dir| {
+        let plugin = registry.get(&config.env.name)?;
+        super::collect_demos(plugin, config, &dir.join("demos.jsonl"), Some(&tokenizer))?;
+        Ok(())
+    })?;
+    Ok((stage, tokenizer))
+}
+
+/// The SFT model of a config: `sft-<key>/model/` (an export directory) with its metrics and evaluation.
+pub fn sft(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<Stage> {
+    let (demos, tokenizer) = sft_data(registry, config)?;
+    let key = key_of("sft", &(&demos.key, &config.model, &config.env.eval_split, &config.prompt));
+    resolve(&stages_dir(&config.stages_dir), "sft", &key, |dir| {
+        super::sft::train(registry, config, &demos.dir.join("demos.jsonl"), tokenizer.clone(), dir)
+    })
+}
