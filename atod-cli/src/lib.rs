@@ -16,8 +16,8 @@ pub mod plot;
 pub mod policies;
 pub mod progress;
 pub mod registry;
-pub mod report;
 pub mod render;
+pub mod report;
 pub mod rollout;
 
 /// Post-train small language-model agents on multi-turn text environments (ATOD, OPD, GRPO).

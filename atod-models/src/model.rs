@@ -412,11 +412,15 @@ impl<B: Backend> Transformer<B> {
     pub fn forward_hidden(&self, ids: Tensor<B, 2, Int>, layout: &Layout) -> Tensor<B, 3> {
         let device = ids.device();
         let positions = layout.positions.clone();
-        let mask = attention_mask::<B>(&layout.valid, &layout.positions, &layout.valid, &positions, &device);
+        // Rows that start at column 0 (right padding) need only the causal mask: a real token never sees a pad,
+        // which comes after it, and the backend's causal path is faster than an explicit mask.
+        let aligned = positions.iter().all(|row| row.iter().enumerate().all(|(t, &p)| p == t));
+        let mask = (!aligned)
+            .then(|| attention_mask::<B>(&layout.valid, &layout.positions, &layout.valid, &positions, &device));
         let rope = self.rope(&positions, &device);
         let mut x = self.embed_tokens.forward(ids);
         for layer in &self.layers {
-            let (out, _) = layer.forward(x, &rope, &mask, None, self.heads, self.kv_heads);
+            let (out, _) = layer.forward(x, &rope, mask.as_ref(), None, self.heads, self.kv_heads);
             x = out;
         }
         self.norm.forward(x)
@@ -439,7 +443,15 @@ impl<B: Backend> Transformer<B> {
     pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.embed_tokens.weight.val().transpose().unsqueeze()),
+            None => {
+                // One 2-D matmul rather than a broadcast batched one.
+                let [batch, time, d] = hidden.dims();
+                let vocab = self.vocab_size();
+                hidden
+                    .reshape([batch * time, d])
+                    .matmul(self.embed_tokens.weight.val().transpose())
+                    .reshape([batch, time, vocab])
+            }
         }
     }
 
@@ -508,7 +520,7 @@ impl<B: Backend> Transformer<B> {
         let rope = self.rope(positions, &device);
         let mut x = self.embed_tokens.forward(ids);
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let (out, kv) = layer.forward(x, &rope, mask, slot.take(), self.heads, self.kv_heads);
+            let (out, kv) = layer.forward(x, &rope, Some(mask), slot.take(), self.heads, self.kv_heads);
             *slot = Some(kv);
             x = out;
         }
@@ -516,57 +528,78 @@ impl<B: Backend> Transformer<B> {
         self.head(last).reshape([batch, self.vocab_size()])
     }
 
-    /// Cosine and sine tables for the given positions, in the "rotate half" layout.
+    /// Rotary tables for the given positions, in the "rotate half" layout, laid out per projection width so
+    /// that applying them is plain contiguous element-wise work (broadcasting over heads took flex's slow
+    /// strided path).
     ///
     /// # Shapes
-    /// - output: two tensors `[batch, 1, time, head_dim]`
+    /// - output: cos/sin `[batch, time, heads * head_dim]` for queries and `[batch, time, kv_heads * head_dim]`
+    ///   for keys; rotation matrices `[heads * head_dim]^2` and `[kv_heads * head_dim]^2`
     fn rope(&self, positions: &[Vec<usize>], device: &B::Device) -> Rope<B> {
         let head_dim = self.embed_tokens.weight.dims()[1] / self.heads;
         let half = head_dim / 2;
         let batch = positions.len();
         let time = positions.first().map_or(0, Vec::len);
-        // Computed in f64 on the host, as the reference computes inv_freq in f32 and the angle in f32: the
-        // difference is far below the 1e-4 parity tolerance at these positions.
-        let inv_freq: Vec<f64> =
-            (0..half).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / head_dim as f64)).collect();
-        let mut cos = Vec::with_capacity(batch * time * head_dim);
-        let mut sin = Vec::with_capacity(batch * time * head_dim);
-        for row in positions {
-            for &p in row {
-                for _ in 0..2 {
-                    for f in &inv_freq {
-                        let angle = (p as f32) * (*f as f32);
-                        cos.push(angle.cos());
-                        sin.push(angle.sin());
+        // The angle is computed in f32 as the reference does (inv_freq in f32, position * inv_freq in f32).
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| (1.0 / self.rope_theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
+        let table = |heads: usize| {
+            let width = heads * head_dim;
+            let mut cos = Vec::with_capacity(batch * time * width);
+            let mut sin = Vec::with_capacity(batch * time * width);
+            for row in positions {
+                for &p in row {
+                    for _ in 0..heads * 2 {
+                        for f in &inv_freq {
+                            let angle = (p as f32) * f;
+                            cos.push(angle.cos());
+                            sin.push(angle.sin());
+                        }
                     }
                 }
             }
-        }
-        let shape = [batch, 1, time, head_dim];
-        Rope {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
-        }
+            // x @ rotation = rotate_half(x) head by head: [x1, x2] -> [-x2, x1].
+            let mut rotation = vec![0f32; width * width];
+            for h in 0..heads {
+                let base = h * head_dim;
+                for i in 0..half {
+                    rotation[(base + i + half) * width + base + i] = -1.0;
+                    rotation[(base + i) * width + base + i + half] = 1.0;
+                }
+            }
+            let shape = [batch, time, width];
+            (
+                Tensor::from_data(TensorData::new(cos, shape), device),
+                Tensor::from_data(TensorData::new(sin, shape), device),
+                Tensor::from_data(TensorData::new(rotation, [width, width]), device),
+            )
+        };
+        let (cos_q, sin_q, rot_q) = table(self.heads);
+        let (cos_k, sin_k, rot_k) = table(self.kv_heads);
+        Rope { cos_q, sin_q, rot_q, cos_k, sin_k, rot_k }
     }
 }
 
 struct Rope<B: Backend> {
-    cos: Tensor<B, 4>,
-    sin: Tensor<B, 4>,
+    cos_q: Tensor<B, 3>,
+    sin_q: Tensor<B, 3>,
+    rot_q: Tensor<B, 2>,
+    cos_k: Tensor<B, 3>,
+    sin_k: Tensor<B, 3>,
+    rot_k: Tensor<B, 2>,
 }
 
 impl<B: Backend> Rope<B> {
-    /// `x * cos + rotate_half(x) * sin`, with `rotate_half([x1, x2]) = [-x2, x1]`.
+    /// `x * cos + rotate_half(x) * sin` on queries (`kv = false`) or keys, before the heads are split.
     ///
     /// # Shapes
-    /// - `x`: `[batch, heads, time, head_dim]`
-    fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let head_dim = x.dims()[3];
-        let half = head_dim / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * self.cos.clone() + rotated * self.sin.clone()
+    /// - `x`: `[batch, time, heads * head_dim]`
+    fn apply(&self, x: Tensor<B, 3>, kv: bool) -> Tensor<B, 3> {
+        let (cos, sin, rot) =
+            if kv { (&self.cos_k, &self.sin_k, &self.rot_k) } else { (&self.cos_q, &self.sin_q, &self.rot_q) };
+        let [batch, time, width] = x.dims();
+        let rotated = x.clone().reshape([batch * time, width]).matmul(rot.clone()).reshape([batch, time, width]);
+        x * cos.clone() + rotated * sin.clone()
     }
 }
 
@@ -609,7 +642,7 @@ impl<B: Backend> DecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        mask: &Tensor<B, 4, Bool>,
+        mask: Option<&Tensor<B, 4, Bool>>,
         past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
         heads: usize,
         kv_heads: usize,
@@ -627,7 +660,7 @@ impl<B: Backend> Attention<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        mask: &Tensor<B, 4, Bool>,
+        mask: Option<&Tensor<B, 4, Bool>>,
         past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
         heads: usize,
         kv_heads: usize,
@@ -636,8 +669,8 @@ impl<B: Backend> Attention<B> {
         let head_dim = d / heads;
         // (B, T, H*hd) -> (B, H, T, hd)
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, time, n, head_dim]).swap_dims(1, 2);
-        let q = rope.apply(split(self.q_proj.forward(x.clone()), heads));
-        let k = rope.apply(split(self.k_proj.forward(x.clone()), kv_heads));
+        let q = split(rope.apply(self.q_proj.forward(x.clone()), false), heads);
+        let k = split(rope.apply(self.k_proj.forward(x.clone()), true), kv_heads);
         let v = split(self.v_proj.forward(x), kv_heads);
         let (k, v) = match past {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
@@ -653,9 +686,10 @@ impl<B: Backend> Attention<B> {
                     .reshape([batch, heads, keys, head_dim])
             }
         };
-        let mask = mask.clone().expand([batch, heads, time, keys]);
-        let out =
-            attention(q, repeat(k.clone()), repeat(v.clone()), Some(mask), None, AttentionModuleOptions::default());
+        // `None` is the plain causal mask (queries and keys aligned at column 0).
+        let options = AttentionModuleOptions { is_causal: mask.is_none(), ..AttentionModuleOptions::default() };
+        let mask = mask.map(|m| m.clone().expand([batch, heads, time, keys]));
+        let out = attention(q, repeat(k.clone()), repeat(v.clone()), mask, None, options);
         let out = out.swap_dims(1, 2).reshape([batch, time, d]);
         (self.o_proj.forward(out), (k, v))
     }

@@ -132,13 +132,11 @@ pub fn collect_with(
     );
     progress.set_message(format!("collect {} · {}", args.env, args.split));
     let plan = Sweep { split: &args.split, episodes: args.episodes, seed: args.seed, batch: BATCH };
-    let rollout = sweep(plugin, config, &plan, &progress, |envs, specs| {
-        match fit {
-            Some(tokenizer) => {
-                crate::rollout::run_episodes_fitted(envs, specs, &mut ExpertPolicy, tokenizer, render, max_turns)
-            }
-            None => run_episodes_with(envs, specs, &mut ExpertPolicy, render, max_turns),
+    let rollout = sweep(plugin, config, &plan, &progress, |envs, specs| match fit {
+        Some(tokenizer) => {
+            crate::rollout::run_episodes_fitted(envs, specs, &mut ExpertPolicy, tokenizer, render, max_turns)
         }
+        None => run_episodes_with(envs, specs, &mut ExpertPolicy, render, max_turns),
     })?;
     progress.finish_and_clear();
     let (text, lines) = to_jsonl(&rollout, &args.env, args.all)?;

@@ -35,7 +35,10 @@ pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!("run            {}", out.display());
-        println!("method         {} on {} ({} steps, student {})", summary.method, summary.env, summary.steps, summary.student);
+        println!(
+            "method         {} on {} ({} steps, student {})",
+            summary.method, summary.env, summary.steps, summary.student
+        );
         println!("teacher        {:.1}% success", 100.0 * summary.teacher_success_rate);
         println!("student before {:.1}% success", 100.0 * summary.initial_success_rate);
         println!("student after  {:.1}% success", 100.0 * summary.final_success_rate);

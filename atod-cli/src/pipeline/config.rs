@@ -385,7 +385,10 @@ impl SftRunConfig {
     /// Reads and checks an SFT config.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let config: Self = read(path)?;
-        config.device.parse::<atod_models::DeviceSpec>().with_context(|| format!("config {}: key `device`", path.display()))?;
+        config
+            .device
+            .parse::<atod_models::DeviceSpec>()
+            .with_context(|| format!("config {}: key `device`", path.display()))?;
         atod_models::TransformerConfig::preset(&config.model.preset, 512)
             .with_context(|| format!("config {}: key `model.preset`", path.display()))?;
         Ok(config)

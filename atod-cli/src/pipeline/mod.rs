@@ -13,14 +13,18 @@ use atod_envs::EnvPlugin;
 use atod_models::{HotPathBackend, LmPolicy, SamplingParams};
 
 use crate::commands::collect;
-use crate::commands::eval::{evaluate_policy, EvalPlan};
 pub use crate::commands::eval::Summary as EvalSummary;
+use crate::commands::eval::{evaluate_policy, EvalPlan};
 use crate::render::RenderConfig;
 use config::{PromptConfig, SftRunConfig, TrainConfig};
 
 /// The prompt rendering of an environment config and prompt limits.
 pub fn render_of(env: &atod_core::config::EnvConfig, prompt: &PromptConfig) -> RenderConfig {
-    RenderConfig { history: env.history, show_admissible: env.show_admissible, max_prompt_tokens: prompt.max_prompt_tokens }
+    RenderConfig {
+        history: env.history,
+        show_admissible: env.show_admissible,
+        max_prompt_tokens: prompt.max_prompt_tokens,
+    }
 }
 
 /// The prompt rendering of a train config.
@@ -65,7 +69,11 @@ fn plan(
         seed,
         render: render_of(env, prompt),
         max_turns: prompt.max_turns,
-        sampling: Some(SamplingParams { temperature, max_new_tokens: prompt.max_new_tokens, ..SamplingParams::default() }),
+        sampling: Some(SamplingParams {
+            temperature,
+            max_new_tokens: prompt.max_new_tokens,
+            ..SamplingParams::default()
+        }),
     }
 }
 

@@ -14,7 +14,9 @@ use atod_core::policy::ChatMessage;
 use atod_core::rng::SplitMix64;
 use atod_envs::Registry;
 use atod_models::optim::AdamW;
-use atod_models::{sequence_stats, ChatTokenizer, DeviceSpec, HotPathBackend, LmPolicy, SamplingParams, TransformerConfig};
+use atod_models::{
+    sequence_stats, ChatTokenizer, DeviceSpec, HotPathBackend, LmPolicy, SamplingParams, TransformerConfig,
+};
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
@@ -58,7 +60,9 @@ pub fn train(
 ) -> anyhow::Result<()> {
     let device: DeviceSpec = config.device.parse()?;
     match device {
-        DeviceSpec::Cpu => train_on::<atod_models::CpuAutodiff>(registry, config, demos, tokenizer, out, &Default::default()),
+        DeviceSpec::Cpu => {
+            train_on::<atod_models::CpuAutodiff>(registry, config, demos, tokenizer, out, &Default::default())
+        }
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => {
             atod_models::backend::check_cuda(&device)?;
@@ -71,7 +75,11 @@ pub fn train(
 }
 
 /// Reads the demonstrations and encodes them: ids and the assistant-token mask of each transcript.
-pub fn encode_demos(path: &Path, tokenizer: &ChatTokenizer, max_len: usize) -> anyhow::Result<Vec<(Vec<u32>, Vec<bool>)>> {
+pub fn encode_demos(
+    path: &Path,
+    tokenizer: &ChatTokenizer,
+    max_len: usize,
+) -> anyhow::Result<Vec<(Vec<u32>, Vec<bool>)>> {
     #[derive(Deserialize)]
     struct Line {
         messages: Vec<ChatMessage>,

@@ -169,8 +169,12 @@ where
         max_new_tokens: config.prompt.max_new_tokens,
         ..SamplingParams::default()
     };
-    let mut teacher =
-        LmPolicy::<B::InnerBackend>::load(&teacher_stage.dir.join("model"), &inner_device, rollout_sampling.clone(), 0)?;
+    let mut teacher = LmPolicy::<B::InnerBackend>::load(
+        &teacher_stage.dir.join("model"),
+        &inner_device,
+        rollout_sampling.clone(),
+        0,
+    )?;
     let student_dir = match &checkpoint {
         Some((_, dir)) => dir.clone(),
         None => student_stage.dir.join("model"),
@@ -252,7 +256,8 @@ where
             })
             .collect();
         let mut student = make_student(&model, rollout_sampling.clone(), mix(config.seed ^ 0x51) ^ mix(step + 1))?;
-        let rollout = run_episodes(&mut envs, &specs, &mut student, &super::render_config(config), config.prompt.max_turns)?;
+        let rollout =
+            run_episodes(&mut envs, &specs, &mut student, &super::render_config(config), config.prompt.max_turns)?;
         drop(student);
 
         // The teacher scores every response token under the student's prompt.
@@ -294,7 +299,8 @@ where
                 let mb_pairs: Vec<(&[u32], &[u32])> = rows.iter().map(|&r| pairs[r]).collect();
                 let stats = response_stats(&model, &mb_pairs, config.train.temperature)?;
                 let [n, t] = stats.mask.dims();
-                let lp_old = padded::<B>(rows.iter().map(|&r| &rollout.samples[r].behaviour_logprobs[..]), n, t, device);
+                let lp_old =
+                    padded::<B>(rows.iter().map(|&r| &rollout.samples[r].behaviour_logprobs[..]), n, t, device);
                 let lp_teacher = padded::<B>(rows.iter().map(|&r| &teacher_scores[r].logprobs[..]), n, t, device);
                 let adv = advantages.rows::<B>(rows, t, device)?;
                 let batch = TrainBatch::new(stats.logp, lp_old, lp_teacher, stats.entropy, stats.mask);
@@ -328,9 +334,16 @@ where
         // Rollout statistics and timings.
         let episodes = rollout.episodes.len().max(1) as f64;
         let response_tokens: usize = rollout.samples.iter().map(|s| s.response_ids.len()).sum();
-        metrics.insert("rollout/success_rate".into(), rollout.episodes.iter().filter(|e| e.won).count() as f64 / episodes);
-        metrics.insert("rollout/mean_return".into(), rollout.episodes.iter().map(|e| e.total_return).sum::<f64>() / episodes);
-        metrics.insert("rollout/mean_turns".into(), rollout.episodes.iter().map(|e| e.turns as f64).sum::<f64>() / episodes);
+        metrics
+            .insert("rollout/success_rate".into(), rollout.episodes.iter().filter(|e| e.won).count() as f64 / episodes);
+        metrics.insert(
+            "rollout/mean_return".into(),
+            rollout.episodes.iter().map(|e| e.total_return).sum::<f64>() / episodes,
+        );
+        metrics.insert(
+            "rollout/mean_turns".into(),
+            rollout.episodes.iter().map(|e| e.turns as f64).sum::<f64>() / episodes,
+        );
         metrics.insert(
             "rollout/invalid_rate".into(),
             rollout.samples.iter().filter(|s| !s.valid).count() as f64 / rollout.samples.len().max(1) as f64,
@@ -360,10 +373,22 @@ where
             let mut policy = make_student(&model, eval_sampling.clone(), 0)?;
             let summary = evaluate(&mut policy)?;
             last_eval = Some(summary.success_rate);
-            append_jsonl(&out.join("evals.jsonl"), &EvalLine { step: done, split: config.env.eval_split.clone(), summary })?;
+            append_jsonl(
+                &out.join("evals.jsonl"),
+                &EvalLine { step: done, split: config.env.eval_split.clone(), summary },
+            )?;
         }
         if done % config.train.checkpoint_every.max(1) == 0 || done == steps {
-            save_checkpoint(out, done, &model, &student_config, &tokenizer, &optim, initial_success_rate, teacher_success_rate)?;
+            save_checkpoint(
+                out,
+                done,
+                &model,
+                &student_config,
+                &tokenizer,
+                &optim,
+                initial_success_rate,
+                teacher_success_rate,
+            )?;
         }
         bar.set_message(format!(
             "rollout success {:.2} | eval {} | {:.0} tok/s",
@@ -378,7 +403,8 @@ where
     // The final policy and the summary.
     let final_policy = make_student(&model, eval_sampling, 0)?;
     final_policy.save(&out.join("final"))?;
-    let final_success_rate = if steps == 0 { initial_success_rate } else { last_eval_success(out)?.unwrap_or(initial_success_rate) };
+    let final_success_rate =
+        if steps == 0 { initial_success_rate } else { last_eval_success(out)?.unwrap_or(initial_success_rate) };
     let summary = RunSummary {
         status: "finished".into(),
         name: config.name.clone(),
@@ -392,7 +418,10 @@ where
         teacher_success_rate,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
-    checkpoint::write_file_atomic(&out.join("summary.json"), (serde_json::to_string_pretty(&summary)? + "\n").as_bytes())?;
+    checkpoint::write_file_atomic(
+        &out.join("summary.json"),
+        (serde_json::to_string_pretty(&summary)? + "\n").as_bytes(),
+    )?;
     Ok(summary)
 }
 

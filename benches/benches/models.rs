@@ -1,0 +1,73 @@
+//! The model on the CPU backend: the hot path alone, a training step (forward, backward and AdamW over all
+//! positions), batched scoring of responses, and KV-cached generation. `atod bench model` reports the same
+//! kinds of figures as tokens/s, next to the PyTorch reference (`benches/pytorch/bench_model.py`).
+
+use atod_models::optim::{AdamW, AdamWConfig};
+use atod_models::{
+    generate, score, token_logprobs, CpuAutodiff, CpuBackend, Layout, SamplingParams, TransformerConfig,
+};
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+
+const VOCAB: usize = 512;
+const BATCH: usize = 8;
+const SEQ: usize = 128;
+
+fn ids(n: usize, seed: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 7919 + seed * 104_729) % VOCAB) as u32).collect()
+}
+
+fn benches(c: &mut Criterion) {
+    let device = Default::default();
+    let mut group = c.benchmark_group("models");
+    group.sample_size(10);
+
+    let logits = Tensor::<CpuBackend, 3>::random([BATCH, SEQ, VOCAB], Distribution::Normal(0.0, 2.0), &device);
+    let targets = Tensor::<CpuBackend, 2, Int>::from_data(
+        TensorData::new(ids(BATCH * SEQ, 1).into_iter().map(|t| t as i32).collect::<Vec<_>>(), [BATCH, SEQ]),
+        &device,
+    );
+    group.throughput(Throughput::Elements((BATCH * SEQ) as u64));
+    group.bench_function("hotpath 1024 rows x 512 vocab", |b| {
+        b.iter(|| black_box(token_logprobs(logits.clone(), targets.clone()).logp.into_data()))
+    });
+
+    let config = TransformerConfig::student_s(VOCAB);
+    let mut model = config.init::<CpuAutodiff>(&device).unwrap();
+    let mut optim = AdamW::<CpuAutodiff>::new(AdamWConfig::default());
+    let layout = Layout::right_padded(&[SEQ; BATCH]);
+    let inputs = Tensor::<CpuAutodiff, 2, Int>::from_data(
+        TensorData::new(ids(BATCH * SEQ, 2).into_iter().map(|t| t as i32).collect::<Vec<_>>(), [BATCH, SEQ]),
+        &device,
+    );
+    let next = Tensor::<CpuAutodiff, 2, Int>::from_data(
+        TensorData::new(ids(BATCH * SEQ, 3).into_iter().map(|t| t as i32).collect::<Vec<_>>(), [BATCH, SEQ]),
+        &device,
+    );
+    group.bench_function("student-s train step 8x128", |b| {
+        b.iter(|| {
+            let loss = token_logprobs(model.forward(inputs.clone(), &layout), next.clone()).logp.mean().neg();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let (updated, _) = optim.step(1e-4, model.clone(), grads);
+            model = updated;
+        })
+    });
+
+    let inference = model.valid();
+    let prompts: Vec<Vec<u32>> = (0..BATCH).map(|i| ids(SEQ - 32, i)).collect();
+    let responses: Vec<Vec<u32>> = (0..BATCH).map(|i| ids(32, i + 100)).collect();
+    let pairs: Vec<(&[u32], &[u32])> = prompts.iter().zip(&responses).map(|(p, r)| (&p[..], &r[..])).collect();
+    group.bench_function("student-s score 8 x (96 + 32)", |b| b.iter(|| black_box(score(&inference, &pairs, 1.0, 8))));
+
+    group.throughput(Throughput::Elements((BATCH * 32) as u64));
+    let greedy = SamplingParams::greedy(32);
+    group.bench_function("student-s generate 8 x 32 after 96", |b| {
+        b.iter(|| black_box(generate(&inference, &prompts, &greedy, &[], &[0; BATCH])))
+    });
+    group.finish();
+}
+
+criterion_group!(models, benches);
+criterion_main!(models);
