@@ -3,9 +3,9 @@
 //! Scoring, generation and every training step need, for each response token, `log_softmax(logits)`, the
 //! log-prob of the chosen token and the entropy of the distribution. It is written once, here: the public
 //! [`token_logprobs`] is the only entry point the code base calls, and [`HotPathBackend`] is the backend
-//! extension whose provided method is the reference composition of burn ops (used by flex and by autodiff, so
-//! gradients flow through it). Under the `cuda` feature the CUDA backend overrides it with a CubeCL kernel
-//! ([`cuda`]: one plane per row, reached from burn's fused backend through a custom fusion operation), and
+//! extension whose provided method is the reference composition of burn ops (used by flex and by `CpuAutodiff`,
+//! so burn differentiates it). Under the `cuda` feature the CUDA backend overrides it with a CubeCL kernel
+//! (`hotpath/cuda.rs`: one plane per row, reached from burn's fused backend through a custom fusion operation), and
 //! `Autodiff<CudaBackend>` pairs that kernel with the hand-written backward of [`autodiff`]. Every other autodiff
 //! backend keeps the reference composition and burn's automatic gradients.
 
@@ -53,7 +53,7 @@ impl HotPathBackend for burn::backend::Flex {}
 /// by one rather than by a blanket impl over `Autodiff<B>`, because the CUDA one has its own body.
 impl<C: CheckpointStrategy> HotPathBackend for burn::backend::Autodiff<crate::backend::CpuBackend, C> {}
 
-/// The CUDA backend: the CubeCL kernel of [`cuda`], through a custom operation of burn's fusion stream.
+/// The CUDA backend: the CubeCL kernel of `hotpath/cuda.rs`, through a custom operation of burn's fusion stream.
 #[cfg(feature = "cuda")]
 impl HotPathBackend for crate::backend::CudaBackend {
     fn token_stats(logits: Tensor<Self, 2>, targets: Tensor<Self, 1, Int>) -> TokenStats<Self, 1> {
