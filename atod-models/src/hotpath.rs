@@ -3,9 +3,17 @@
 //! Scoring, generation and every training step need, for each response token, `log_softmax(logits)`, the
 //! log-prob of the chosen token and the entropy of the distribution. It is written once, here: the public
 //! [`token_logprobs`] is the only entry point the code base calls, and [`HotPathBackend`] is the backend
-//! extension whose provided method is the reference composition of burn ops (used by flex and by autodiff, so
-//! gradients flow through it). Under the `cuda` feature the CUDA backend overrides it with a CubeCL kernel.
+//! extension whose provided method is the reference composition of burn ops (used by flex and by `CpuAutodiff`,
+//! so burn differentiates it). Under the `cuda` feature the CUDA backend overrides it with a CubeCL kernel
+//! (`hotpath/cuda.rs`: one plane per row, reached from burn's fused backend through a custom fusion operation), and
+//! `Autodiff<CudaBackend>` pairs that kernel with the hand-written backward of [`autodiff`]. Every other autodiff
+//! backend keeps the reference composition and burn's automatic gradients.
 
+pub mod autodiff;
+#[cfg(feature = "cuda")]
+mod cuda;
+
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
@@ -41,12 +49,30 @@ pub fn reference_token_stats<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B
 
 impl HotPathBackend for burn::backend::Flex {}
 
-#[cfg(feature = "cuda")]
-impl HotPathBackend for crate::backend::CudaBackend {}
+/// The CPU training backend: the reference composition, differentiated by burn. Autodiff backends are listed one
+/// by one rather than by a blanket impl over `Autodiff<B>`, because the CUDA one has its own body.
+impl<C: CheckpointStrategy> HotPathBackend for burn::backend::Autodiff<crate::backend::CpuBackend, C> {}
 
-impl<B: HotPathBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> HotPathBackend
-    for burn::backend::Autodiff<B, C>
-{
+/// The CUDA backend: the CubeCL kernel of `hotpath/cuda.rs`, through a custom operation of burn's fusion stream.
+#[cfg(feature = "cuda")]
+impl HotPathBackend for crate::backend::CudaBackend {
+    fn token_stats(logits: Tensor<Self, 2>, targets: Tensor<Self, 1, Int>) -> TokenStats<Self, 1> {
+        use burn::tensor::TensorPrimitive;
+        use cuda::TokenStatsKernel;
+        let (logp, entropy) = Self::kernel_token_stats(logits.into_primitive().tensor(), targets.into_primitive());
+        TokenStats {
+            logp: Tensor::from_primitive(TensorPrimitive::Float(logp)),
+            entropy: Tensor::from_primitive(TensorPrimitive::Float(entropy)),
+        }
+    }
+}
+
+/// The CUDA training backend: the kernel forward and the hand-written backward of [`autodiff`].
+#[cfg(feature = "cuda")]
+impl<C: CheckpointStrategy> HotPathBackend for burn::backend::Autodiff<crate::backend::CudaBackend, C> {
+    fn token_stats(logits: Tensor<Self, 2>, targets: Tensor<Self, 1, Int>) -> TokenStats<Self, 1> {
+        autodiff::token_stats_with_backward(logits, targets, crate::backend::CudaBackend::token_stats)
+    }
 }
 
 /// Log-prob of each target and entropy of each position for `logits` `[batch, time, vocab]` and `targets`
