@@ -61,7 +61,7 @@ fn parse_config(text: &str) -> std::result::Result<TransformerConfig, String> {
     serde_json::from_value(value).map_err(|err| format!("{err}"))
 }
 
-/// Loads a checkpoint directory: `config.json` and every `*.safetensors` file in it (sharded checkpoints
+/// Loads a checkpoint directory: `config.json` and every `model*.safetensors` file in it (sharded checkpoints
 /// included).
 pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(TransformerConfig, Transformer<B>)> {
     let config = load_config(dir)?;
@@ -69,11 +69,16 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(TransformerCo
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|err| Error::io(dir, err))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        // Hugging Face names weights `model.safetensors` or `model-00001-of-00002.safetensors`; other
+        // safetensors files beside them (an optimizer state) are not weights.
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "safetensors")
+                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("model"))
+        })
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::checkpoint(dir, "no *.safetensors file"));
+        return Err(Error::checkpoint(dir, "no model*.safetensors file"));
     }
     let mut tensors = HashMap::new();
     for file in &files {

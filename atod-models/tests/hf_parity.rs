@@ -96,7 +96,7 @@ fn checkpoint_errors_name_the_file_and_tensor() {
     assert!(err.contains("config.json"), "{err}");
     std::fs::copy(fixture().join("config.json"), dir.path().join("config.json")).unwrap();
     let err = checkpoint::load::<CpuBackend>(dir.path(), &Default::default()).unwrap_err().to_string();
-    assert!(err.ends_with("no *.safetensors file"), "{err}");
+    assert!(err.ends_with("no model*.safetensors file"), "{err}");
     // A config with a different width than the weights.
     let text = std::fs::read_to_string(fixture().join("config.json"))
         .unwrap()

@@ -20,13 +20,13 @@ config = {env_config}
 eval_split = "{eval_split}"
 history = 1
 [prompt]
-max_prompt_tokens = 256
+max_prompt_tokens = 640
 max_new_tokens = 24
 max_turns = 4
 [demos]
 episodes = 12
 [tokenizer]
-vocab_size = 320
+vocab_size = 512
 [teacher]
 preset = "student-s"
 steps = 12
