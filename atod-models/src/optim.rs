@@ -79,6 +79,9 @@ pub struct StepReport {
     pub clip_scale: f64,
 }
 
+/// A parameter's first and second moments, flattened.
+type Moments<B> = (Tensor<B, 1>, Tensor<B, 1>);
+
 /// AdamW and its state for one model.
 #[derive(Debug)]
 pub struct AdamW<B: AutodiffBackend> {
@@ -86,7 +89,7 @@ pub struct AdamW<B: AutodiffBackend> {
     /// Steps taken.
     step: u64,
     /// Per parameter (visiting order): first and second moments, flattened.
-    moments: HashMap<usize, (Tensor<B::InnerBackend, 1>, Tensor<B::InnerBackend, 1>)>,
+    moments: HashMap<usize, Moments<B::InnerBackend>>,
 }
 
 impl<B: AutodiffBackend> AdamW<B> {

@@ -74,7 +74,7 @@ pub fn resolve(
                     let _ = fs::remove_file(&lock);
                     continue;
                 }
-                if start.elapsed().as_secs() % 60 == 0 {
+                if start.elapsed().as_secs().is_multiple_of(60) {
                     eprintln!("waiting for another process to build {kind}-{key} ...");
                 }
                 std::thread::sleep(Duration::from_millis(500));

@@ -443,7 +443,11 @@ fn padded<'a, B: burn::tensor::backend::Backend>(
 
 fn last_eval_success(out: &Path) -> anyhow::Result<Option<f64>> {
     let text = fs::read_to_string(out.join("evals.jsonl")).unwrap_or_default();
-    Ok(text.lines().filter_map(|l| serde_json::from_str::<EvalLine>(l).ok()).last().map(|e| e.summary.success_rate))
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<EvalLine>(l).ok())
+        .next_back()
+        .map(|e| e.summary.success_rate))
 }
 
 #[allow(clippy::too_many_arguments)]
