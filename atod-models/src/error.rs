@@ -20,7 +20,7 @@ pub enum Error {
     },
 
     /// A CUDA device that cannot be used (no driver, no such device).
-    #[error("device `{given}` is unavailable: {why}")]
+    #[error("device `{given}` is unavailable (no usable CUDA driver or device here): {why}")]
     CudaUnavailable {
         /// What was given.
         given: String,
