@@ -9,8 +9,7 @@
 //! (its `<think>` thought and its action in the environment's tags). Only won episodes are written unless
 //! `--all` is given. The file is written atomically.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -140,7 +139,8 @@ pub fn collect_with(
     })?;
     progress.finish_and_clear();
     let (text, lines) = to_jsonl(&rollout, &args.env, args.all)?;
-    write_atomic(&args.out, text.as_bytes()).with_context(|| format!("writing {}", args.out.display()))?;
+    atod_models::checkpoint::write_file_atomic(&args.out, text.as_bytes())
+        .with_context(|| format!("writing {}", args.out.display()))?;
     let won = rollout.episodes.iter().filter(|e| e.won).count();
     Ok(Report {
         out: args.out.clone(),
@@ -176,25 +176,4 @@ fn to_jsonl(rollout: &Rollout, env: &str, all: bool) -> anyhow::Result<(String, 
         lines += 1;
     }
     Ok((text, lines))
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so a reader never
-/// sees half a file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
