@@ -5,7 +5,8 @@
 //! task, the last `history` turns in a compact form, the current observation and, optionally, the admissible
 //! actions. The history wording follows verl-agent's ALFWorld/WebShop templates ("Prior to this step, you have
 //! already taken N step(s). Below are the most recent K observations and the corresponding actions you took"),
-//! shortened, and orders each pair as action then what followed, which is the order the agent lived it.
+//! shortened, and orders each pair as action then what followed, which is the order the agent lived it; what
+//! followed the newest action is the current observation, so it is shown once, as the current observation.
 //!
 //! [`render_fitted`] fits a prompt to a token budget: it drops the oldest history turns first, then keeps only
 //! the end of the current observation (where ALFWorld and WebShop put what changed), and never fails.
@@ -66,12 +67,11 @@ pub fn render(
         ));
         let first = step - shown.len().min(step);
         for (offset, item) in shown.iter().enumerate() {
-            user.push_str(&format!(
-                "\n[step {}] action: {}\nobservation: {}",
-                first + offset + 1,
-                item.action,
-                item.observation.trim()
-            ));
+            user.push_str(&format!("\n[step {}] action: {}", first + offset + 1, item.action));
+            // What followed the newest action is the current observation, shown below once.
+            if offset + 1 < shown.len() {
+                user.push_str(&format!("\nobservation: {}", item.observation.trim()));
+            }
         }
     }
     user.push_str(&format!("\n\nCurrent observation (step {}): {}", step + 1, observation.trim()));
@@ -187,7 +187,6 @@ mod tests {
             [step 3] action: go to desk 3
             observation: You arrive at desk 3.
             [step 4] action: go to desk 4
-            observation: You arrive at desk 4.
 
             Current observation (step 5): You arrive at desk 4.
 
@@ -209,7 +208,8 @@ mod tests {
         let tight = RenderConfig { max_prompt_tokens: full_len - 3, ..cfg.clone() };
         let (messages, ids) = render_fitted(&tok, &pieces(), &history(5), "You see a mug.", &[], 5, &tight);
         assert!(ids.len() <= tight.max_prompt_tokens);
-        assert!(!messages[1].content.contains("desk 3.") && messages[1].content.contains("desk 5."));
+        assert!(!messages[1].content.contains("desk 3") && messages[1].content.contains("desk 4."));
+        assert!(messages[1].content.contains("[step 5] action: go to desk 5\n\nCurrent observation"));
 
         // A long observation under a small budget keeps its end, behind an ellipsis.
         let observation = format!("{} The mug 1 is here.", "You see a desk 1. ".repeat(200));

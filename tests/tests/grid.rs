@@ -140,3 +140,116 @@ fn grid_and_report_have_help() {
         assert!(out.stdout.contains("Usage: atod"), "{command:?}");
     }
 }
+
+/// A real 2×2 grid (method × seed) of tiny runs on `counter`: interrupted with Ctrl-C (SIGINT to its process
+/// group, as a terminal sends it) once its first cell has finished, then run again, it leaves the finished cell
+/// alone, trains (or resumes) the rest and writes the tables and the plot.
+#[test]
+fn a_real_grid_is_interrupted_resumes_and_writes_tables_and_plots() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let stages = dir.path().join("stages");
+    fs::write(
+        dir.path().join("base.toml"),
+        format!(
+            r#"name = "base"
+stages_dir = "{}"
+[env]
+name = "counter"
+eval_split = "test"
+history = 1
+[prompt]
+max_prompt_tokens = 256
+max_new_tokens = 32
+max_turns = 4
+[demos]
+episodes = 12
+[teacher]
+preset = "student-s"
+steps = 6
+batch_size = 8
+eval_episodes = 2
+[student]
+preset = "student-s"
+steps = 2
+batch_size = 8
+eval_episodes = 2
+[train]
+steps = 3
+tasks_per_step = 2
+group_size = 2
+mini_batch_size = 8
+eval_every = 1
+eval_episodes = 2
+checkpoint_every = 1
+"#,
+            stages.display()
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let grid_file = dir.path().join("g.toml");
+    fs::write(
+        &grid_file,
+        format!(
+            "[grid]\nname = \"g\"\nbase = \"base.toml\"\nout = \"{}\"\n[axes]\nmethod = [\"atod\", \"grpo\"]\nseed = [0, 1]\n",
+            out_dir.display()
+        ),
+    )
+    .unwrap();
+    let cells = ["atod-s0", "atod-s1", "grpo-s0", "grpo-s1"];
+    let summary = |cell: &str| out_dir.join("cells").join(cell).join("summary.json");
+
+    // First attempt: interrupted as soon as one cell has finished.
+    let mut child = Command::new(atod_tests::atod_bin())
+        .args(["grid", "--config", grid_file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let first = loop {
+        if let Some(cell) = cells.iter().find(|c| summary(c).exists()) {
+            break *cell;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the grid ended before any cell finished");
+        assert!(started.elapsed() < Duration::from_secs(600), "no cell finished in 10 minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status = Command::new("kill").args(["-INT", "--", &format!("-{}", child.id())]).status().unwrap();
+    assert!(status.success());
+    let _ = child.wait().unwrap();
+    // Let any child that outlived its parent finish before the grid runs again.
+    std::thread::sleep(Duration::from_millis(500));
+    let finished_before: Vec<&str> = cells.iter().copied().filter(|c| summary(c).exists()).collect();
+    assert!(finished_before.contains(&first) && finished_before.len() < cells.len(), "{finished_before:?}");
+    let stamp = fs::read_to_string(summary(first)).unwrap();
+
+    // Second attempt: the finished cells are skipped, the others run to the end.
+    let out = atod(&["grid", "--config", grid_file.to_str().unwrap()], &[]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let expected =
+        format!("4 cells: {} already finished, {} trained now", finished_before.len(), 4 - finished_before.len());
+    assert!(out.stdout.contains(&expected), "{}", out.stdout);
+    assert_eq!(fs::read_to_string(summary(first)).unwrap(), stamp, "a finished cell was run again");
+    for cell in cells {
+        let run: serde_json::Value = serde_json::from_str(&fs::read_to_string(summary(cell)).unwrap()).unwrap();
+        assert_eq!(run["status"], "finished", "{cell}");
+        assert!(run["final_success_rate"].as_f64().unwrap().is_finite(), "{cell}");
+        assert_eq!(
+            fs::read_to_string(out_dir.join("cells").join(cell).join("metrics.jsonl")).unwrap().lines().count(),
+            3
+        );
+    }
+    let csv = fs::read_to_string(out_dir.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert_eq!(csv.matches(",finished,").count(), 4, "{csv}");
+    let md = fs::read_to_string(out_dir.join("results.md")).unwrap();
+    assert!(md.contains("| atod |") && md.contains("| grpo |"), "{md}");
+    let svg = fs::read_to_string(out_dir.join("plot-counter-student-s.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2, "{svg}");
+}

@@ -61,9 +61,12 @@ pub struct Args {
     /// A model's sampling temperature (0 is greedy).
     #[arg(long, default_value_t = EVAL_TEMPERATURE)]
     pub temperature: f32,
-    /// A model's token budget per response.
-    #[arg(long, default_value_t = 64)]
-    pub max_new_tokens: usize,
+    /// A model's token budget per response (default: its training config's, else 64).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Also write every episode, turn by turn (observation, response, action, validity, reward), as JSONL.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub transcripts: Option<PathBuf>,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -169,6 +172,16 @@ pub fn evaluate_policy<B: HotPathBackend>(
     env_config: &str,
     plan: &EvalPlan,
 ) -> anyhow::Result<Report> {
+    Ok(evaluate_policy_rollout(policy, plugin, env_config, plan)?.0)
+}
+
+/// [`evaluate_policy`], also returning the episodes played.
+pub fn evaluate_policy_rollout<B: HotPathBackend>(
+    policy: &mut LmPolicy<B>,
+    plugin: &EnvPlugin,
+    env_config: &str,
+    plan: &EvalPlan,
+) -> anyhow::Result<(Report, Rollout)> {
     let start = Instant::now();
     let saved = plan.sampling.clone().map(|sampling| std::mem::replace(&mut policy.sampling, sampling));
     policy.reseed(plan.seed);
@@ -181,11 +194,24 @@ pub fn evaluate_policy<B: HotPathBackend>(
         policy.sampling = saved;
     }
     progress.finish_and_clear();
-    Ok(report(plugin.name(), &policy.name(), &plan.split, plan.seed, &rollout?, start))
+    let rollout = rollout?;
+    Ok((report(plugin.name(), &policy.name(), &plan.split, plan.seed, &rollout, start), rollout))
 }
 
 /// Plays `args.episodes` episodes with the policy `args.policy` and summarises them.
+///
+/// A trained model is played with the prompts it was trained with: when its directory (or the run or stage
+/// directory above it) holds the `config.toml` of `atod train` or `atod sft`, that config's history, prompt
+/// budget, turn limit and response budget apply, and its environment config unless `--config` is given.
 pub fn evaluate(plugin: &EnvPlugin, config: &str, args: &Args) -> anyhow::Result<Report> {
+    let (report, rollout) = evaluate_rollout(plugin, config, args)?;
+    if let Some(path) = &args.transcripts {
+        write_transcripts(path, &rollout)?;
+    }
+    Ok(report)
+}
+
+fn evaluate_rollout(plugin: &EnvPlugin, config: &str, args: &Args) -> anyhow::Result<(Report, Rollout)> {
     let start = Instant::now();
     if let Some(mut policy) = text_policy(&args.policy, args.seed, &*plugin.create(config)?)? {
         let progress = progress_bar(args.episodes, format!("eval {} · {} · {}", args.env, args.policy, args.split));
@@ -195,35 +221,126 @@ pub fn evaluate(plugin: &EnvPlugin, config: &str, args: &Args) -> anyhow::Result
             run_episodes_with(envs, specs, &mut *policy, &render, MAX_TURNS)
         })?;
         progress.finish_and_clear();
-        return Ok(report(&args.env, &policy.name(), &args.split, args.seed, &rollout, start));
+        return Ok((report(&args.env, &policy.name(), &args.split, args.seed, &rollout, start), rollout));
     }
     let dir = resolve_policy_dir(Path::new(&args.policy))?;
-    let device: DeviceSpec = args.device.parse()?;
-    let plan = EvalPlan::new(args.split.clone(), args.episodes, args.seed, args.max_new_tokens);
-    let plan = EvalPlan {
-        sampling: Some(SamplingParams { temperature: args.temperature, ..plan.sampling.clone().unwrap_or_default() }),
-        ..plan
-    };
+    let trained = trained_with(&dir)?;
+    let mut plan = EvalPlan::new(args.split.clone(), args.episodes, args.seed, args.max_new_tokens.unwrap_or(64));
+    let mut env_config = config.to_owned();
+    if let Some((source, env, prompt)) = &trained {
+        if env.name != args.env {
+            bail!("the policy was trained on `{}` (per {}), not on `{}`", env.name, source.display(), args.env);
+        }
+        plan.render = crate::pipeline::render_of(env, prompt);
+        plan.max_turns = prompt.max_turns;
+        if args.config.is_none() {
+            env_config = env.config_toml();
+        }
+        eprintln!("prompts, turn limit and environment config as in {}", source.display());
+    }
+    let max_new_tokens = args.max_new_tokens.or(trained.as_ref().map(|(_, _, p)| p.max_new_tokens)).unwrap_or(64);
+    plan.sampling = Some(SamplingParams { temperature: args.temperature, max_new_tokens, ..SamplingParams::default() });
     let sampling = plan.sampling.clone().unwrap_or_default();
-    let report = match device {
+    let (report, rollout) = match args.device.parse::<DeviceSpec>()? {
         DeviceSpec::Cpu => {
             let device = DeviceSpec::cpu_device();
             let mut policy = LmPolicy::<atod_models::CpuBackend>::load(&dir, &device, sampling, args.seed)
                 .with_context(|| format!("loading the policy in {}", dir.display()))?;
-            evaluate_policy(&mut policy, plugin, config, &plan)?
+            evaluate_policy_rollout(&mut policy, plugin, &env_config, &plan)?
         }
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(_) => {
+        device @ DeviceSpec::Cuda(_) => {
             atod_models::backend::check_cuda(&device)?;
             let cuda = device.cuda_device().expect("a CUDA spec has a CUDA device");
             let mut policy = LmPolicy::<atod_models::CudaBackend>::load(&dir, &cuda, sampling, args.seed)
                 .with_context(|| format!("loading the policy in {}", dir.display()))?;
-            evaluate_policy(&mut policy, plugin, config, &plan)?
+            evaluate_policy_rollout(&mut policy, plugin, &env_config, &plan)?
         }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("parsing refuses CUDA devices without the cuda feature"),
     };
-    Ok(Report { env: args.env.clone(), wall_seconds: start.elapsed().as_secs_f64(), ..report })
+    Ok((Report { env: args.env.clone(), wall_seconds: start.elapsed().as_secs_f64(), ..report }, rollout))
+}
+
+/// The environment and prompt settings a model export was trained with: the `config.toml` of `atod train` or
+/// `atod sft` in its directory or up to two levels above (a run's `final/` or `checkpoints/step-N/`, a stage's
+/// `model/`).
+fn trained_with(
+    dir: &Path,
+) -> anyhow::Result<Option<(PathBuf, atod_core::config::EnvConfig, crate::pipeline::config::PromptConfig)>> {
+    use crate::pipeline::config::{SftRunConfig, TrainConfig};
+    for candidate in dir.ancestors().take(3) {
+        let path = candidate.join("config.toml");
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        if let Ok(train) = toml::from_str::<TrainConfig>(&text) {
+            return Ok(Some((path, train.env, train.prompt)));
+        }
+        if let Ok(sft) = toml::from_str::<SftRunConfig>(&text) {
+            return Ok(Some((path, sft.env, sft.prompt)));
+        }
+    }
+    Ok(None)
+}
+
+/// One episode of `--transcripts`.
+#[derive(Serialize)]
+struct Transcript<'a> {
+    episode: usize,
+    task: &'a atod_core::TaskRef,
+    task_type: &'a Option<String>,
+    won: bool,
+    score: f64,
+    turns: Vec<TranscriptTurn<'a>>,
+}
+
+/// One turn of a [`Transcript`]: the prompt's last user message (the current observation), the raw response and
+/// what the environment made of it.
+#[derive(Serialize)]
+struct TranscriptTurn<'a> {
+    turn: usize,
+    observation: &'a str,
+    response: &'a str,
+    action: &'a str,
+    valid: bool,
+    reward: f64,
+}
+
+/// Writes the episodes of `rollout` as JSONL, one episode per line, atomically.
+fn write_transcripts(path: &Path, rollout: &Rollout) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for episode in &rollout.episodes {
+        let mut turns: Vec<&crate::rollout::TurnSample> =
+            rollout.samples.iter().filter(|s| s.traj == episode.traj).collect();
+        turns.sort_by_key(|s| s.turn_idx);
+        let line = Transcript {
+            episode: episode.traj,
+            task: &episode.task,
+            task_type: &episode.task_type,
+            won: episode.won,
+            score: episode.score,
+            turns: turns
+                .iter()
+                .map(|s| TranscriptTurn {
+                    turn: s.turn_idx,
+                    observation: s
+                        .messages
+                        .iter()
+                        .rev()
+                        .find(|m| m.role == atod_core::policy::Role::User)
+                        .map_or("", |m| &m.content),
+                    response: &s.response,
+                    action: &s.action,
+                    valid: s.valid,
+                    reward: s.reward,
+                })
+                .collect(),
+        };
+        text.push_str(&serde_json::to_string(&line)?);
+        text.push('\n');
+    }
+    checkpoint::write_file_atomic(path, text.as_bytes())
+        .with_context(|| format!("cannot write the transcripts to {}", path.display()))?;
+    Ok(())
 }
 
 /// The expert or random policy, or `None` when `name` is neither (then it should be a directory).

@@ -49,8 +49,8 @@ pub fn lr_at(step: u64, total: u64, lr: f64) -> f64 {
     lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos()))
 }
 
-/// Trains the SFT model of `config` on `demos` and writes `out/model/` (an export), `out/metrics.jsonl` and
-/// `out/eval.json`.
+/// Trains the SFT model of `config` on `demos` and writes `out/config.toml`, `out/model/` (an export),
+/// `out/metrics.jsonl` and `out/eval.json`.
 pub fn train(
     registry: &Registry,
     config: &SftRunConfig,
@@ -109,6 +109,8 @@ where
     B::InnerBackend: HotPathBackend,
 {
     let sft = &config.model;
+    // The config beside the model, so that `atod eval --policy` plays it with the prompts it was trained on.
+    atod_models::checkpoint::write_file_atomic(&out.join("config.toml"), toml::to_string(config)?.as_bytes())?;
     let max_len = config.prompt.max_prompt_tokens + config.prompt.max_new_tokens + 8;
     let rows = encode_demos(demos, &tokenizer, max_len)?;
     if rows.is_empty() {
