@@ -1,7 +1,8 @@
 //! Supervised fine-tuning on expert demonstrations: the teachers, and the students' initialisation.
 //!
 //! The loss is the mean negative log-likelihood of the assistant tokens (the tokenizer's chat loss mask: the
-//! response and its end-of-turn token), never of the prompt. Batches are drawn without replacement, epoch by
+//! response and its end-of-turn token), never of the prompt, unless `prompt_loss_weight` > 0 asks for the
+//! prompt's tokens too, each weighing that much against a response token's 1. Batches are drawn without replacement, epoch by
 //! epoch, from a seeded shuffle; the learning rate warms up linearly over the first 5% of steps and then decays
 //! along a cosine to 10% of its peak.
 
@@ -29,7 +30,7 @@ use super::config::SftRunConfig;
 pub struct SftMetrics {
     /// The step (1-based: after this many updates).
     pub step: u64,
-    /// Mean NLL per assistant token.
+    /// Mean NLL per assistant token (per weighted token with `prompt_loss_weight` > 0).
     pub loss: f64,
     /// Learning rate used.
     pub lr: f64,
@@ -72,6 +73,34 @@ pub fn train(
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("DeviceSpec refuses CUDA without the cuda feature"),
     }
+}
+
+/// The SFT targets of transcripts `(ids, assistant mask)`: the assistant tokens, and each prompt token with
+/// probability `prompt_weight` (none at 0, all at 1), drawn from `rng`. Averaged over draws, the mean NLL over
+/// these targets weighs a prompt token `prompt_weight` against an assistant token's 1, at a fraction of the cost
+/// of computing the head at every prompt position.
+pub fn sft_targets(pairs: &[(&[u32], &[bool])], prompt_weight: f64, rng: &mut SplitMix64) -> Vec<Vec<bool>> {
+    pairs
+        .iter()
+        .map(|(_, mask)| {
+            mask.iter()
+                .map(|&assistant| {
+                    assistant || (prompt_weight >= 1.0 || (prompt_weight > 0.0 && rng.unit() < prompt_weight))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The SFT loss: the mean negative log-likelihood of the target tokens of `rows` (ids, targets); token 0 never is
+/// one.
+pub fn sft_loss<B: HotPathBackend>(
+    model: &atod_models::Transformer<B>,
+    rows: &[(&[u32], &[bool])],
+) -> anyhow::Result<burn::tensor::Tensor<B, 1>> {
+    let n_tokens: usize = rows.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count()).sum();
+    let stats = sequence_stats(model, rows, 1.0)?;
+    Ok(stats.logp.sum().neg() / (n_tokens.max(1) as f32))
 }
 
 /// Reads the demonstrations and encodes them: ids and the assistant-token mask of each transcript.
@@ -136,9 +165,10 @@ where
             batch.push(order.pop().expect("refilled"));
         }
         let pairs: Vec<(&[u32], &[bool])> = batch.iter().map(|&i| (&rows[i].0[..], &rows[i].1[..])).collect();
-        let stats = sequence_stats(&model, &pairs, 1.0)?;
         let n_tokens: f32 = pairs.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count() as f32).sum();
-        let loss = stats.logp.sum().neg() / n_tokens.max(1.0);
+        let targets = sft_targets(&pairs, sft.prompt_loss_weight, &mut rng);
+        let rows_of: Vec<(&[u32], &[bool])> = pairs.iter().zip(&targets).map(|((ids, _), t)| (*ids, &t[..])).collect();
+        let loss = sft_loss(&model, &rows_of)?;
         let loss_value: f64 = loss.clone().into_scalar().elem::<f64>();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr = lr_at(step, sft.steps, sft.lr);
@@ -180,3 +210,57 @@ where
 }
 
 use burn::tensor::ElementConversion;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atod_models::{score, CpuBackend};
+
+    /// Golden values from per-token log-probs scored independently (`atod_models::score`, host side): the loss
+    /// is the mean NLL over the target tokens; the targets are the assistant tokens plus a `prompt_weight`
+    /// fraction of the prompt's.
+    #[test]
+    fn the_sft_loss_is_the_mean_nll_of_its_targets() {
+        let device = Default::default();
+        let config = TransformerConfig::preset("student-s", 300).unwrap();
+        <CpuBackend as burn::tensor::backend::Backend>::seed(&device, 3);
+        let model = config.init::<CpuBackend>(&device).unwrap();
+        let rows: Vec<(Vec<u32>, Vec<bool>)> = vec![
+            (vec![5, 9, 17, 3, 44, 2], vec![false, false, false, true, true, true]),
+            (vec![7, 8, 100, 101], vec![false, false, true, true]),
+        ];
+        let pairs: Vec<(&[u32], &[bool])> = rows.iter().map(|(i, m)| (&i[..], &m[..])).collect();
+        // Every token t >= 1 scored given tokens < t: the pair (ids[..1], ids[1..]).
+        let prefixes: Vec<(&[u32], &[u32])> = rows.iter().map(|(i, _)| (&i[..1], &i[1..])).collect();
+        let scored = score(&model, &prefixes, 1.0, 8).unwrap();
+        let mut rng = SplitMix64::new(1);
+        for w in [0.0f64, 0.5, 1.0] {
+            let targets = sft_targets(&pairs, w, &mut rng);
+            for ((_, mask), t) in rows.iter().zip(&targets) {
+                assert!(mask.iter().zip(t).all(|(&m, &t)| !m || t), "assistant tokens are always targets");
+                if w == 0.0 {
+                    assert_eq!(mask, t);
+                }
+                if w == 1.0 {
+                    assert!(t.iter().all(|&x| x));
+                }
+            }
+            let (mut num, mut den) = (0f64, 0f64);
+            for (t, s) in targets.iter().zip(&scored) {
+                for (j, lp) in s.logprobs.iter().enumerate() {
+                    if t[j + 1] {
+                        num -= f64::from(*lp);
+                        den += 1.0;
+                    }
+                }
+            }
+            let with: Vec<(&[u32], &[bool])> = rows.iter().zip(&targets).map(|((i, _), t)| (&i[..], &t[..])).collect();
+            let got: f64 = sft_loss(&model, &with).unwrap().into_scalar().elem();
+            assert!((got - num / den).abs() < 1e-5, "w {w}: {got} vs {}", num / den);
+        }
+        // About half of many prompt tokens are drawn at weight 0.5.
+        let long = (vec![1u32; 2000], vec![false; 2000]);
+        let drawn = sft_targets(&[(&long.0[..], &long.1[..])], 0.5, &mut rng)[0].iter().filter(|&&x| x).count();
+        assert!((900..1100).contains(&drawn), "{drawn}");
+    }
+}
