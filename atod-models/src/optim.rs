@@ -244,6 +244,45 @@ impl<B: AutodiffBackend> ModuleMapper<B> for AdamWMapper<'_, B> {
     }
 }
 
+/// Adds the gradients of `other` into `into`, parameter by parameter of `module` (gradients of data-parallel
+/// shards of one batch, each computed on its own replica of the module).
+pub fn add_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    into: &mut GradientsParams,
+    mut other: GradientsParams,
+) {
+    struct Adder<'a, B: AutodiffBackend> {
+        into: &'a mut GradientsParams,
+        other: &'a mut GradientsParams,
+        _b: std::marker::PhantomData<B>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Adder<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let Some(add) = self.other.remove::<B::InnerBackend, D>(param.id) else { return };
+            let sum = match self.into.remove::<B::InnerBackend, D>(param.id) {
+                Some(grad) => grad + add,
+                None => add,
+            };
+            self.into.register::<B::InnerBackend, D>(param.id, sum);
+        }
+    }
+    module.visit(&mut Adder::<B> { into, other: &mut other, _b: std::marker::PhantomData });
+}
+
+/// A replica of `module` for one data-parallel shard: the same parameters (same ids, values shared, not
+/// copied) as fresh autodiff leaves that require gradients, so that its autodiff graph stays apart from those
+/// of the other shards and of `module` itself.
+pub fn replica<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M) -> M {
+    struct RequireGrad;
+    impl<B: AutodiffBackend> ModuleMapper<B> for RequireGrad {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, tensor, _) = param.consume();
+            Param::initialized(id, tensor.require_grad())
+        }
+    }
+    M::from_inner(module.valid()).map(&mut RequireGrad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

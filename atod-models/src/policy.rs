@@ -110,6 +110,30 @@ impl<B: HotPathBackend> LmPolicy<B> {
         score(&self.model, pairs, self.sampling.logprob_temperature(), self.batch_size)
     }
 
+    /// [`Self::score`] with the pairs split into `shards` contiguous parts scored side by side on as many
+    /// threads; the same figures (a row's scores do not depend on its batch, within float rounding).
+    pub fn score_sharded(&self, pairs: &[(&[u32], &[u32])], shards: usize) -> Result<Vec<Scored>>
+    where
+        Self: Sync,
+    {
+        if shards <= 1 || pairs.len() < 2 {
+            return self.score(pairs);
+        }
+        let size = pairs.len().div_ceil(shards.min(pairs.len()));
+        let parts: Vec<Result<Vec<Scored>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = pairs.chunks(size).map(|chunk| scope.spawn(move || self.score(chunk))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::BadInput { what: "a scoring shard panicked".into() })))
+                .collect()
+        });
+        let mut out = Vec::with_capacity(pairs.len());
+        for part in parts {
+            out.extend(part?);
+        }
+        Ok(out)
+    }
+
     /// The tensors of the same statistics, differentiable when `B` is an autodiff backend: the trainer's
     /// forward pass over response tokens.
     pub fn response_stats(&self, pairs: &[(&[u32], &[u32])]) -> Result<ResponseStats<B>> {

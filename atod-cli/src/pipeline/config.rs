@@ -152,6 +152,15 @@ pub struct SftConfig {
     /// analogue of the pretraining a real teacher has had.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub prompt_loss_weight: f64,
+    /// Each batch is split into this many shards, computed side by side on as many threads and their gradients
+    /// summed (data parallelism on one machine; 2 shards ran 1.5x faster than 1 on the 2-core VM). The result
+    /// depends on the count through float rounding only, but it does, so the count is part of the stage.
+    #[serde(default = "default_shards")]
+    pub shards: usize,
+}
+
+fn default_shards() -> usize {
+    2
 }
 
 impl SftConfig {
@@ -160,8 +169,8 @@ impl SftConfig {
         if !(0.0..=1.0).contains(&self.prompt_loss_weight) {
             bail!("`prompt_loss_weight` must lie in [0, 1], got {}", self.prompt_loss_weight);
         }
-        if self.steps == 0 || self.batch_size == 0 {
-            bail!("`steps` and `batch_size` must be positive");
+        if self.steps == 0 || self.batch_size == 0 || self.shards == 0 {
+            bail!("`steps`, `batch_size` and `shards` must be positive");
         }
         Ok(())
     }

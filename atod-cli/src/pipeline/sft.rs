@@ -92,6 +92,52 @@ pub fn sft_targets(pairs: &[(&[u32], &[bool])], prompt_weight: f64, rng: &mut Sp
         .collect()
 }
 
+/// The SFT loss of `rows` and its gradients, the rows split into `shards` shards computed side by side, each on
+/// its own replica of `model` (so that their autodiff graphs stay apart) and summed. Every shard's loss is its
+/// NLL sum over the whole batch's target count, so the sum is the batch's mean whatever the split.
+pub fn sft_grads<B>(
+    model: &atod_models::Transformer<B>,
+    rows: &[(&[u32], &[bool])],
+    shards: usize,
+) -> anyhow::Result<(f64, GradientsParams)>
+where
+    B: AutodiffBackend + HotPathBackend,
+    B::InnerBackend: HotPathBackend,
+{
+    let n_tokens: usize = rows.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count()).sum();
+    let scale = 1.0 / n_tokens.max(1) as f32;
+    let shard = |model: &atod_models::Transformer<B>, rows: &[(&[u32], &[bool])]| -> anyhow::Result<_> {
+        let stats = sequence_stats(model, rows, 1.0)?;
+        let loss = stats.logp.sum().neg() * scale;
+        let value: f64 = loss.clone().into_scalar().elem::<f64>();
+        Ok((value, GradientsParams::from_grads(loss.backward(), model)))
+    };
+    if shards <= 1 || rows.len() < 2 {
+        return shard(model, rows);
+    }
+    let size = rows.len().div_ceil(shards.min(rows.len()));
+    let results: Vec<anyhow::Result<(f64, GradientsParams)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = rows
+            .chunks(size)
+            .map(|chunk| {
+                let replica = atod_models::optim::replica(model);
+                scope.spawn(move || shard(&replica, chunk))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("an SFT shard panicked"))))
+            .collect()
+    });
+    let (mut total, mut grads) = (0.0, GradientsParams::new());
+    for result in results {
+        let (value, shard_grads) = result?;
+        total += value;
+        atod_models::optim::add_grads(model, &mut grads, shard_grads);
+    }
+    Ok((total, grads))
+}
+
 /// The SFT loss: the mean negative log-likelihood of the target tokens of `rows` (ids, targets); token 0 never is
 /// one.
 pub fn sft_loss<B: HotPathBackend>(
@@ -168,9 +214,7 @@ where
         let n_tokens: f32 = pairs.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count() as f32).sum();
         let targets = sft_targets(&pairs, sft.prompt_loss_weight, &mut rng);
         let rows_of: Vec<(&[u32], &[bool])> = pairs.iter().zip(&targets).map(|((ids, _), t)| (*ids, &t[..])).collect();
-        let loss = sft_loss(&model, &rows_of)?;
-        let loss_value: f64 = loss.clone().into_scalar().elem::<f64>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (loss_value, grads) = sft_grads(&model, &rows_of, sft.shards)?;
         let lr = lr_at(step, sft.steps, sft.lr);
         let (next, report) = optim.step(lr, model, grads);
         model = next;
@@ -262,5 +306,43 @@ mod tests {
         let long = (vec![1u32; 2000], vec![false; 2000]);
         let drawn = sft_targets(&[(&long.0[..], &long.1[..])], 0.5, &mut rng)[0].iter().filter(|&&x| x).count();
         assert!((900..1100).contains(&drawn), "{drawn}");
+    }
+
+    /// Sharded gradients (each shard on its own replica, on its own thread) equal the unsharded ones.
+    #[test]
+    fn sharded_sft_gradients_equal_the_whole_batch_gradients() {
+        type B = atod_models::CpuAutodiff;
+        let device = Default::default();
+        let config = TransformerConfig::preset("student-s", 300).unwrap();
+        <B as burn::tensor::backend::Backend>::seed(&device, 5);
+        let model = config.init::<B>(&device).unwrap();
+        let rows: Vec<(Vec<u32>, Vec<bool>)> = (0..5)
+            .map(|r| {
+                let ids: Vec<u32> = (0..7 + r).map(|t| (t * 31 + r * 7) as u32 % 300).collect();
+                let mask = (0..ids.len()).map(|t| t >= 3).collect();
+                (ids, mask)
+            })
+            .collect();
+        let pairs: Vec<(&[u32], &[bool])> = rows.iter().map(|(i, m)| (&i[..], &m[..])).collect();
+        let (loss1, grads1) = sft_grads(&model, &pairs, 1).unwrap();
+        let (loss3, grads3) = sft_grads(&model, &pairs, 3).unwrap();
+        assert!((loss1 - loss3).abs() < 1e-5, "{loss1} vs {loss3}");
+        let norm1 = AdamW::<B>::grad_norm(&model, &grads1);
+        let norm3 = AdamW::<B>::grad_norm(&model, &grads3);
+        assert!(norm1 > 0.0 && (norm1 - norm3).abs() < 1e-5 * norm1, "{norm1} vs {norm3}");
+        // The difference of the two gradients is (numerically) zero, parameter by parameter.
+        let mut diff = grads1;
+        let mut negated = GradientsParams::new();
+        struct Neg<'a>(&'a GradientsParams, &'a mut GradientsParams);
+        impl burn::module::ModuleVisitor<B> for Neg<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<B, D>>) {
+                if let Some(g) = self.0.get::<atod_models::CpuBackend, D>(param.id) {
+                    self.1.register::<atod_models::CpuBackend, D>(param.id, g.neg());
+                }
+            }
+        }
+        burn::module::Module::visit(&model, &mut Neg(&grads3, &mut negated));
+        atod_models::optim::add_grads(&model, &mut diff, negated);
+        assert!(AdamW::<B>::grad_norm(&model, &diff) < 1e-5 * norm1);
     }
 }

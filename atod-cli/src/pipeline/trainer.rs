@@ -33,6 +33,10 @@ use super::config::TrainConfig;
 use super::{stages, EvalSummary};
 use crate::rollout::{run_episodes, EpisodeSpec};
 
+/// The teacher scores a step's samples in this many parts side by side (one per core of the 2-core machine the
+/// defaults are sized for); a row's scores do not depend on the split.
+const SCORING_SHARDS: usize = 2;
+
 /// What `summary.json` holds at the end of a run (the grid's contract).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -264,7 +268,7 @@ where
         let t_score = Instant::now();
         let pairs: Vec<(&[u32], &[u32])> =
             rollout.samples.iter().map(|s| (&s.prompt_ids[..], &s.response_ids[..])).collect();
-        let teacher_scores = teacher.score(&pairs)?;
+        let teacher_scores = teacher.score_sharded(&pairs, SCORING_SHARDS)?;
         let score_s = t_score.elapsed().as_secs_f64();
 
         // Advantages over the whole step (groups span it).
