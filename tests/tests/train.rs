@@ -260,3 +260,26 @@ eval_episodes = 32
     assert_eq!(eval.code, Some(0), "{}", eval.stderr);
     assert_eq!(eval.json()["success_rate"].as_f64().unwrap(), trained);
 }
+
+/// The update split into shards (each on its own replica and thread, gradients summed with the aggregation's
+/// weights) is the whole mini-batch's update: one and three shards give the same first step, loss and gradient
+/// norm included, for token-mean and for a sequence-mean aggregation.
+#[test]
+fn sharded_updates_equal_whole_mini_batch_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    for aggregation in ["token-mean", "seq-mean-token-mean"] {
+        let mut firsts = Vec::new();
+        for shards in [1, 3] {
+            let text = config(dir.path(), "alfworld", r#"{ preset = "mini" }"#, "valid_seen", "atod", 1)
+                .replace("checkpoint_every = 1\n", &format!("checkpoint_every = 1\nshards = {shards}\n"))
+                + &format!("[loss]\naggregation = \"{aggregation}\"\n");
+            let name = format!("{aggregation}-{shards}");
+            train(dir.path(), &name, &text, &[]);
+            firsts.push(jsonl(&dir.path().join(&name).join("metrics.jsonl")).remove(0));
+        }
+        for key in ["loss/total", "loss/pg", "actor/grad_norm", "actor/entropy", "adv/mean", "train/updates"] {
+            let (a, b) = (firsts[0][key].as_f64().unwrap(), firsts[1][key].as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{aggregation} {key}: {a} vs {b}");
+        }
+    }
+}

@@ -238,6 +238,12 @@ pub struct LoopConfig {
     /// Checkpoint every this many steps (and at the end).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Each mini-batch's forward and backward, and the teacher's scoring, run in this many shards side by side,
+    /// each on its own thread (and, for the update, its own replica of the student), their gradients summed
+    /// with weights that keep the update the whole mini-batch's. Results depend on the count by float
+    /// rounding only.
+    #[serde(default = "default_shards")]
+    pub shards: usize,
 }
 
 fn default_steps() -> u64 {
@@ -376,8 +382,14 @@ impl TrainConfig {
             atod_models::TransformerConfig::preset(&sft.preset, 512).with_context(|| format!("key `{key}.preset`"))?;
             sft.check().with_context(|| format!("key `{key}`"))?;
         }
-        if self.train.tasks_per_step == 0 || self.train.group_size == 0 || self.train.mini_batch_size == 0 {
-            bail!("`train.tasks_per_step`, `train.group_size` and `train.mini_batch_size` must be positive");
+        if self.train.tasks_per_step == 0
+            || self.train.group_size == 0
+            || self.train.mini_batch_size == 0
+            || self.train.shards == 0
+        {
+            bail!(
+                "`train.tasks_per_step`, `train.group_size`, `train.mini_batch_size` and `train.shards` must be positive"
+            );
         }
         self.loss_config()?;
         Ok(())

@@ -33,10 +33,6 @@ use super::config::TrainConfig;
 use super::{stages, EvalSummary};
 use crate::rollout::{run_episodes, EpisodeSpec};
 
-/// The teacher scores a step's samples in this many parts side by side (one per core of the 2-core machine the
-/// defaults are sized for); a row's scores do not depend on the split.
-const SCORING_SHARDS: usize = 2;
-
 /// What `summary.json` holds at the end of a run (the grid's contract).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -268,7 +264,7 @@ where
         let t_score = Instant::now();
         let pairs: Vec<(&[u32], &[u32])> =
             rollout.samples.iter().map(|s| (&s.prompt_ids[..], &s.response_ids[..])).collect();
-        let teacher_scores = teacher.score_sharded(&pairs, SCORING_SHARDS)?;
+        let teacher_scores = teacher.score_sharded(&pairs, config.train.shards)?;
         let score_s = t_score.elapsed().as_secs_f64();
 
         // Advantages over the whole step (groups span it).
@@ -300,25 +296,79 @@ where
         for _ in 0..config.train.ppo_epochs {
             shuffle.shuffle(&mut order);
             for rows in order.chunks(config.train.mini_batch_size) {
-                let mb_pairs: Vec<(&[u32], &[u32])> = rows.iter().map(|&r| pairs[r]).collect();
-                let stats = response_stats(&model, &mb_pairs, config.train.temperature)?;
-                let [n, t] = stats.mask.dims();
-                let lp_old =
-                    padded::<B>(rows.iter().map(|&r| &rollout.samples[r].behaviour_logprobs[..]), n, t, device);
-                let lp_teacher = padded::<B>(rows.iter().map(|&r| &teacher_scores[r].logprobs[..]), n, t, device);
-                let adv = advantages.rows::<B>(rows, t, device)?;
-                let batch = TrainBatch::new(stats.logp, lp_old, lp_teacher, stats.entropy, stats.mask);
-                let output = loss.objective(&batch, adv, info)?;
-                if !output.is_finite() {
+                // The mini-batch in shards, each on its own replica and thread; every shard's objective is
+                // weighted by its share of the aggregation's normaliser (tokens for token-mean, sequences
+                // otherwise), so the summed gradients are the whole mini-batch's.
+                let size = rows.len().div_ceil(config.train.shards.min(rows.len()).max(1));
+                let shards: Vec<&[usize]> = rows.chunks(size).collect();
+                let share = |shard: &[usize]| -> f64 {
+                    let tokens =
+                        |rs: &[usize]| rs.iter().map(|&r| rollout.samples[r].response_ids.len()).sum::<usize>();
+                    let seqs =
+                        |rs: &[usize]| rs.iter().filter(|&&r| !rollout.samples[r].response_ids.is_empty()).count();
+                    match loss.config().aggregation {
+                        atod_losses::Aggregation::TokenMean => tokens(shard) as f64 / tokens(rows).max(1) as f64,
+                        _ => seqs(shard) as f64 / seqs(rows).max(1) as f64,
+                    }
+                };
+                let run_shard = |replica: &atod_models::Transformer<B>, shard: &[usize]| -> anyhow::Result<_> {
+                    let mb_pairs: Vec<(&[u32], &[u32])> = shard.iter().map(|&r| pairs[r]).collect();
+                    let stats = response_stats(replica, &mb_pairs, config.train.temperature)?;
+                    let [n, t] = stats.mask.dims();
+                    let lp_old =
+                        padded::<B>(shard.iter().map(|&r| &rollout.samples[r].behaviour_logprobs[..]), n, t, device);
+                    let lp_teacher = padded::<B>(shard.iter().map(|&r| &teacher_scores[r].logprobs[..]), n, t, device);
+                    let adv = advantages.rows::<B>(shard, t, device)?;
+                    let batch = TrainBatch::new(stats.logp, lp_old, lp_teacher, stats.entropy, stats.mask);
+                    let output = loss.objective(&batch, adv, info)?;
+                    if !output.is_finite() {
+                        return Ok(None);
+                    }
+                    let weight = share(shard);
+                    let grads = GradientsParams::from_grads((output.loss * weight as f32).backward(), replica);
+                    Ok(Some((weight, output.metrics, grads)))
+                };
+                let results: Vec<anyhow::Result<_>> = if shards.len() == 1 {
+                    vec![run_shard(&model, shards[0])]
+                } else {
+                    std::thread::scope(|scope| {
+                        let handles: Vec<_> = shards
+                            .iter()
+                            .map(|&shard| {
+                                let replica = atod_models::optim::replica(&model);
+                                let run_shard = &run_shard;
+                                scope.spawn(move || run_shard(&replica, shard))
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("an update shard panicked"))))
+                            .collect()
+                    })
+                };
+                let mut grads = GradientsParams::new();
+                let mut finite = true;
+                let mut mb_metrics: BTreeMap<String, f64> = BTreeMap::new();
+                for result in results {
+                    match result? {
+                        None => finite = false,
+                        Some((weight, shard_metrics, shard_grads)) => {
+                            for (k, v) in shard_metrics {
+                                *mb_metrics.entry(k).or_default() += weight * v;
+                            }
+                            atod_models::optim::add_grads(&model, &mut grads, shard_grads);
+                        }
+                    }
+                }
+                if !finite {
                     skipped += 1;
                     continue;
                 }
-                for (k, v) in &output.metrics {
+                for (k, v) in &mb_metrics {
                     let entry = sums.entry(k.clone()).or_default();
                     entry.0 += v * rows.len() as f64;
                     entry.1 += rows.len() as f64;
                 }
-                let grads = GradientsParams::from_grads(output.loss.backward(), &model);
                 let grad_norm = AdamW::<B>::grad_norm(&model, &grads);
                 if !grad_norm.is_finite() {
                     skipped += 1;
