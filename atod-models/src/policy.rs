@@ -34,6 +34,10 @@ pub struct LmPolicy<B: HotPathBackend> {
     pub sampling: SamplingParams,
     /// Rows generated at once (larger batches are split).
     pub batch_size: usize,
+    /// Each generation and scoring batch is split into this many parts computed side by side on as many
+    /// threads (default 2, the cores of the machine the defaults are sized for). Every row has its own sampling
+    /// stream, so the split changes nothing but float rounding.
+    pub shards: usize,
     name: String,
     rng: SplitMix64,
 }
@@ -57,7 +61,16 @@ impl<B: HotPathBackend> LmPolicy<B> {
                 ),
             });
         }
-        Ok(Self { model, config, tokenizer, sampling, batch_size: 64, name: name.into(), rng: SplitMix64::new(seed) })
+        Ok(Self {
+            model,
+            config,
+            tokenizer,
+            sampling,
+            batch_size: 64,
+            shards: 2,
+            name: name.into(),
+            rng: SplitMix64::new(seed),
+        })
     }
 
     /// Loads an export directory (`config.json`, `*.safetensors`, `tokenizer.json`).
@@ -89,7 +102,32 @@ impl<B: HotPathBackend> LmPolicy<B> {
         let mut out = Vec::with_capacity(prompts.len());
         for chunk in prompts.chunks(self.batch_size.max(1)) {
             let seeds: Vec<u64> = chunk.iter().map(|_| self.rng.next_u64()).collect();
-            for generation in generate(&self.model, chunk, &self.sampling, &stop, &seeds)? {
+            let size = chunk.len().div_ceil(self.shards.clamp(1, chunk.len().max(1)));
+            let generations = if size >= chunk.len() {
+                generate(&self.model, chunk, &self.sampling, &stop, &seeds)?
+            } else {
+                let (model, sampling, stop) = (&self.model, &self.sampling, &stop);
+                let parts: Vec<Result<Vec<_>>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = chunk
+                        .chunks(size)
+                        .zip(seeds.chunks(size))
+                        .map(|(rows, seeds)| scope.spawn(move || generate(model, rows, sampling, stop, seeds)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join()
+                                .unwrap_or_else(|_| Err(Error::BadInput { what: "a generation shard panicked".into() }))
+                        })
+                        .collect()
+                });
+                let mut all = Vec::with_capacity(chunk.len());
+                for part in parts {
+                    all.extend(part?);
+                }
+                all
+            };
+            for generation in generations {
                 let body = match generation.ids.split_last() {
                     Some((last, body)) if generation.stopped && *last == stop[0] => body,
                     _ => &generation.ids[..],

@@ -99,3 +99,48 @@ proptest! {
         }
     }
 }
+
+/// A policy's batch split into shards on threads generates exactly what `generate` gives for each shard with
+/// that row's own seed (the policy's stream, one seed per row in order), in order; and scores the same as in one
+/// piece, within rounding. (Tokens sampled from a near-uniform untrained model may differ from the unsharded
+/// batch's by rounding, since the padding differs: the split is part of a run's determinism.)
+#[test]
+fn a_policy_generates_and_scores_the_same_in_shards() {
+    use atod_core::rng::SplitMix64;
+    use atod_models::{ChatTokenizer, LmPolicy, TransformerConfig};
+    use burn::tensor::backend::Backend;
+    let tokenizer = ChatTokenizer::train(["go to desk 1", "<think>the mug</think><action>look</action>"], 300).unwrap();
+    let config = TransformerConfig::preset("student-s", tokenizer.vocab_size()).unwrap();
+    let device = Default::default();
+    CpuBackend::seed(&device, 7);
+    let model = config.init::<CpuBackend>(&device).unwrap();
+    let sampling = SamplingParams { temperature: 1.0, max_new_tokens: 10, ..SamplingParams::default() };
+    let prompts: Vec<Vec<u32>> =
+        (0..7u32).map(|i| (0..3 + i).map(|t| (t * 37 + i * 11) % tokenizer.vocab_size() as u32).collect()).collect();
+    // (The policy owns the model: a clone of a freshly initialised model would initialise its lazy parameters
+    // separately, from the backend's random stream.)
+    let mut policy = LmPolicy::new("p", model, config, tokenizer.clone(), sampling.clone(), 3).unwrap();
+    policy.shards = 3;
+    let got = policy.generate_ids(&prompts).unwrap();
+    let mut rng = SplitMix64::new(3);
+    let seeds: Vec<u64> = prompts.iter().map(|_| rng.next_u64()).collect();
+    let stop = [tokenizer.eot_id()];
+    let expected: Vec<_> = prompts
+        .chunks(3)
+        .zip(seeds.chunks(3))
+        .flat_map(|(rows, seeds)| generate(&policy.model, rows, &sampling, &stop, seeds).unwrap())
+        .collect();
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g.token_ids, e.ids, "row {i}");
+        assert_eq!(g.logprobs, e.logprobs, "row {i}");
+    }
+    let pairs: Vec<(&[u32], &[u32])> = prompts.iter().zip(&got).map(|(p, g)| (&p[..], &g.token_ids[..])).collect();
+    let whole = policy.score(&pairs).unwrap();
+    let sharded = policy.score_sharded(&pairs, 3).unwrap();
+    assert_eq!(whole.len(), sharded.len());
+    for (x, y) in whole.iter().zip(&sharded) {
+        assert_eq!(x.logprobs.len(), y.logprobs.len());
+        assert!(x.logprobs.iter().zip(&y.logprobs).all(|(p, q)| (p - q).abs() < 1e-5));
+    }
+}
