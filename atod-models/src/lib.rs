@@ -12,6 +12,7 @@ pub mod generate;
 pub mod hotpath;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod policy;
 pub mod tokenizer;
 

@@ -102,31 +102,14 @@ impl<B: HotPathBackend> LmPolicy<B> {
         let mut out = Vec::with_capacity(prompts.len());
         for chunk in prompts.chunks(self.batch_size.max(1)) {
             let seeds: Vec<u64> = chunk.iter().map(|_| self.rng.next_u64()).collect();
-            let size = chunk.len().div_ceil(self.shards.clamp(1, chunk.len().max(1)));
-            let generations = if size >= chunk.len() {
-                generate(&self.model, chunk, &self.sampling, &stop, &seeds)?
-            } else {
-                let (model, sampling, stop) = (&self.model, &self.sampling, &stop);
-                let parts: Vec<Result<Vec<_>>> = std::thread::scope(|scope| {
-                    let handles: Vec<_> = chunk
-                        .chunks(size)
-                        .zip(seeds.chunks(size))
-                        .map(|(rows, seeds)| scope.spawn(move || generate(model, rows, sampling, stop, seeds)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join()
-                                .unwrap_or_else(|_| Err(Error::BadInput { what: "a generation shard panicked".into() }))
-                        })
-                        .collect()
-                });
-                let mut all = Vec::with_capacity(chunk.len());
-                for part in parts {
-                    all.extend(part?);
-                }
-                all
-            };
+            let (model, sampling, stop) = (&self.model, &self.sampling, &stop);
+            let rows: Vec<(&Vec<u32>, u64)> = chunk.iter().zip(seeds).collect();
+            let generations = crate::parallel::map_shards(&rows, self.shards, |part| {
+                let (prompts, seeds): (Vec<Vec<u32>>, Vec<u64>) = part.iter().map(|(p, s)| ((*p).clone(), *s)).unzip();
+                generate(model, &prompts, sampling, stop, &seeds)
+            })?
+            .into_iter()
+            .flatten();
             for generation in generations {
                 let body = match generation.ids.split_last() {
                     Some((last, body)) if generation.stopped && *last == stop[0] => body,
@@ -154,22 +137,7 @@ impl<B: HotPathBackend> LmPolicy<B> {
     where
         Self: Sync,
     {
-        if shards <= 1 || pairs.len() < 2 {
-            return self.score(pairs);
-        }
-        let size = pairs.len().div_ceil(shards.min(pairs.len()));
-        let parts: Vec<Result<Vec<Scored>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = pairs.chunks(size).map(|chunk| scope.spawn(move || self.score(chunk))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::BadInput { what: "a scoring shard panicked".into() })))
-                .collect()
-        });
-        let mut out = Vec::with_capacity(pairs.len());
-        for part in parts {
-            out.extend(part?);
-        }
-        Ok(out)
+        Ok(crate::parallel::map_shards(pairs, shards, |part| self.score(part))?.into_iter().flatten().collect())
     }
 
     /// The tensors of the same statistics, differentiable when `B` is an autodiff backend: the trainer's

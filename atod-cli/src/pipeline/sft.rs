@@ -115,23 +115,12 @@ where
     if shards <= 1 || rows.len() < 2 {
         return shard(model, rows);
     }
-    let size = rows.len().div_ceil(shards.min(rows.len()));
-    let results: Vec<anyhow::Result<(f64, GradientsParams)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = rows
-            .chunks(size)
-            .map(|chunk| {
-                let replica = atod_models::optim::replica(model);
-                scope.spawn(move || shard(&replica, chunk))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("an SFT shard panicked"))))
-            .collect()
-    });
+    let results = atod_models::parallel::map_shards(rows, shards, |part| {
+        let replica = atod_models::optim::replica(model);
+        shard(&replica, part)
+    })?;
     let (mut total, mut grads) = (0.0, GradientsParams::new());
-    for result in results {
-        let (value, shard_grads) = result?;
+    for (value, shard_grads) in results {
         total += value;
         atod_models::optim::add_grads(model, &mut grads, shard_grads);
     }

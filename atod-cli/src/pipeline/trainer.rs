@@ -299,8 +299,6 @@ where
                 // The mini-batch in shards, each on its own replica and thread; every shard's objective is
                 // weighted by its share of the aggregation's normaliser (tokens for token-mean, sequences
                 // otherwise), so the summed gradients are the whole mini-batch's.
-                let size = rows.len().div_ceil(config.train.shards.min(rows.len()).max(1));
-                let shards: Vec<&[usize]> = rows.chunks(size).collect();
                 let share = |shard: &[usize]| -> f64 {
                     let tokens =
                         |rs: &[usize]| rs.iter().map(|&r| rollout.samples[r].response_ids.len()).sum::<usize>();
@@ -328,29 +326,18 @@ where
                     let grads = GradientsParams::from_grads((output.loss * weight as f32).backward(), replica);
                     Ok(Some((weight, output.metrics, grads)))
                 };
-                let results: Vec<anyhow::Result<_>> = if shards.len() == 1 {
-                    vec![run_shard(&model, shards[0])]
+                let results = if config.train.shards <= 1 {
+                    vec![run_shard(&model, rows)?]
                 } else {
-                    std::thread::scope(|scope| {
-                        let handles: Vec<_> = shards
-                            .iter()
-                            .map(|&shard| {
-                                let replica = atod_models::optim::replica(&model);
-                                let run_shard = &run_shard;
-                                scope.spawn(move || run_shard(&replica, shard))
-                            })
-                            .collect();
-                        handles
-                            .into_iter()
-                            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("an update shard panicked"))))
-                            .collect()
-                    })
+                    atod_models::parallel::map_shards(rows, config.train.shards, |shard| {
+                        run_shard(&atod_models::optim::replica(&model), shard)
+                    })?
                 };
                 let mut grads = GradientsParams::new();
                 let mut finite = true;
                 let mut mb_metrics: BTreeMap<String, f64> = BTreeMap::new();
                 for result in results {
-                    match result? {
+                    match result {
                         None => finite = false,
                         Some((weight, shard_metrics, shard_grads)) => {
                             for (k, v) in shard_metrics {
