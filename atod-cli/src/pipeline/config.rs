@@ -448,3 +448,26 @@ impl SftRunConfig {
 pub fn stages_dir(configured: &Option<PathBuf>) -> PathBuf {
     configured.clone().unwrap_or_else(|| PathBuf::from("runs/stages"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every config shipped in `configs/` loads and passes its checks, and every grid's cells make train configs
+    /// that do too.
+    #[test]
+    fn the_shipped_configs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("configs");
+        for name in ["quickstart.toml", "smoke.toml"] {
+            TrainConfig::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+        let grid = crate::grid::GridConfig::load(&root.join("smoke-grid.toml")).unwrap();
+        let cells = grid.cells().unwrap();
+        assert_eq!(cells.len(), 4);
+        for cell in &cells {
+            let table = grid.cell_config(cell).unwrap();
+            let config: TrainConfig = toml::from_str(&toml::to_string(&table).unwrap()).unwrap();
+            config.check().unwrap();
+        }
+    }
+}
