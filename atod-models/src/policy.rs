@@ -103,10 +103,11 @@ impl<B: HotPathBackend> LmPolicy<B> {
         for chunk in prompts.chunks(self.batch_size.max(1)) {
             let seeds: Vec<u64> = chunk.iter().map(|_| self.rng.next_u64()).collect();
             let (model, sampling, stop) = (&self.model, &self.sampling, &stop);
-            let rows: Vec<(&Vec<u32>, u64)> = chunk.iter().zip(seeds).collect();
+            // Shards of row indices, so that each shard borrows its prompts and seeds rather than copying them.
+            let rows: Vec<usize> = (0..chunk.len()).collect();
             let generations = crate::parallel::map_shards(&rows, self.shards, |part| {
-                let (prompts, seeds): (Vec<Vec<u32>>, Vec<u64>) = part.iter().map(|(p, s)| ((*p).clone(), *s)).unzip();
-                generate(model, &prompts, sampling, stop, &seeds)
+                let span = part[0]..part[0] + part.len();
+                generate(model, &chunk[span.clone()], sampling, stop, &seeds[span])
             })?
             .into_iter()
             .flatten();

@@ -127,17 +127,6 @@ where
     Ok((total, grads))
 }
 
-/// The SFT loss: the mean negative log-likelihood of the target tokens of `rows` (ids, targets); token 0 never is
-/// one.
-pub fn sft_loss<B: HotPathBackend>(
-    model: &atod_models::Transformer<B>,
-    rows: &[(&[u32], &[bool])],
-) -> anyhow::Result<burn::tensor::Tensor<B, 1>> {
-    let n_tokens: usize = rows.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count()).sum();
-    let stats = sequence_stats(model, rows, 1.0)?;
-    Ok(stats.logp.sum().neg() / (n_tokens.max(1) as f32))
-}
-
 /// Reads the demonstrations and encodes them: ids and the assistant-token mask of each transcript.
 pub fn encode_demos(
     path: &Path,
@@ -247,7 +236,7 @@ use burn::tensor::ElementConversion;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atod_models::{score, CpuBackend};
+    use atod_models::score;
 
     /// Golden values from per-token log-probs scored independently (`atod_models::score`, host side): the loss
     /// is the mean NLL over the target tokens; the targets are the assistant tokens plus a `prompt_weight`
@@ -256,8 +245,8 @@ mod tests {
     fn the_sft_loss_is_the_mean_nll_of_its_targets() {
         let device = Default::default();
         let config = TransformerConfig::preset("student-s", 300).unwrap();
-        <CpuBackend as burn::tensor::backend::Backend>::seed(&device, 3);
-        let model = config.init::<CpuBackend>(&device).unwrap();
+        <atod_models::CpuAutodiff as burn::tensor::backend::Backend>::seed(&device, 3);
+        let model = config.init::<atod_models::CpuAutodiff>(&device).unwrap();
         let rows: Vec<(Vec<u32>, Vec<bool>)> = vec![
             (vec![5, 9, 17, 3, 44, 2], vec![false, false, false, true, true, true]),
             (vec![7, 8, 100, 101], vec![false, false, true, true]),
@@ -265,7 +254,7 @@ mod tests {
         let pairs: Vec<(&[u32], &[bool])> = rows.iter().map(|(i, m)| (&i[..], &m[..])).collect();
         // Every token t >= 1 scored given tokens < t: the pair (ids[..1], ids[1..]).
         let prefixes: Vec<(&[u32], &[u32])> = rows.iter().map(|(i, _)| (&i[..1], &i[1..])).collect();
-        let scored = score(&model, &prefixes, 1.0, 8).unwrap();
+        let scored = score(&model.valid(), &prefixes, 1.0, 8).unwrap();
         let mut rng = SplitMix64::new(1);
         for w in [0.0f64, 0.5, 1.0] {
             let targets = sft_targets(&pairs, w, &mut rng);
@@ -288,7 +277,7 @@ mod tests {
                 }
             }
             let with: Vec<(&[u32], &[bool])> = rows.iter().zip(&targets).map(|((i, _), t)| (&i[..], &t[..])).collect();
-            let got: f64 = sft_loss(&model, &with).unwrap().into_scalar().elem();
+            let got = sft_grads(&model, &with, 1).unwrap().0;
             assert!((got - num / den).abs() < 1e-5, "w {w}: {got} vs {}", num / den);
         }
         // About half of many prompt tokens are drawn at weight 0.5.
