@@ -46,6 +46,9 @@ use serde::{Deserialize, Serialize};
 
 pub use world::{TaskType, SPLITS};
 
+/// Every task type, numbered as in ALFWorld's `env.task_types`.
+const ALL_TASK_TYPES: [u8; 6] = [1, 2, 3, 4, 5, 6];
+
 /// The plugin's config. Every key is optional; missing keys take the faithful defaults, or the preset's values
 /// when `preset = "mini"` is given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,11 +64,20 @@ pub struct AlfworldConfig {
     /// Whether each observation ends with the admissible commands (ALFWorld's observations do not; verl-agent
     /// puts them in the prompt, which can use `admissible_actions` instead).
     pub list_admissible: bool,
+    /// The task types played, numbered as in ALFWorld's `env.task_types` (1 pick_and_place_simple ... 6
+    /// pick_two_obj_and_place; faithful: all six). Task `index` plays type `task_types[index % len]`.
+    pub task_types: Vec<u8>,
 }
 
 impl Default for AlfworldConfig {
     fn default() -> Self {
-        Self { max_steps: 50, max_instances_per_type: 10, max_distractors: 60, list_admissible: false }
+        Self {
+            max_steps: 50,
+            max_instances_per_type: 10,
+            max_distractors: 60,
+            list_admissible: false,
+            task_types: ALL_TASK_TYPES.to_vec(),
+        }
     }
 }
 
@@ -73,7 +85,7 @@ impl AlfworldConfig {
     /// The `mini` preset for CPU-scale experiments: at most 2 receptacles per type, 6 distractors, admissible
     /// commands listed in every observation, and 30 steps.
     pub fn mini() -> Self {
-        Self { max_steps: 30, max_instances_per_type: 2, max_distractors: 6, list_admissible: true }
+        Self { max_steps: 30, max_instances_per_type: 2, max_distractors: 6, list_admissible: true, ..Self::default() }
     }
 
     /// Parses TOML config text: an optional `preset` ("default" or "mini") and then any keys overriding it.
@@ -93,6 +105,17 @@ impl AlfworldConfig {
         if config.max_steps == 0 || config.max_instances_per_type == 0 {
             return Err("alfworld config: max_steps and max_instances_per_type must be at least 1".into());
         }
+        if config.task_types.is_empty() {
+            return Err("alfworld config: task_types must name at least one task type (1 to 6)".into());
+        }
+        for (i, &t) in config.task_types.iter().enumerate() {
+            if !(1..=6).contains(&t) {
+                return Err(format!("alfworld config: task_types holds {t}; task types are numbered 1 to 6"));
+            }
+            if config.task_types[..i].contains(&t) {
+                return Err(format!("alfworld config: task_types names {t} twice"));
+            }
+        }
         Ok(config)
     }
 }
@@ -109,6 +132,10 @@ max_instances_per_type = 10
 max_distractors = 60
 # Whether each observation ends with the admissible commands (ALFWorld's observations do not).
 list_admissible = false
+# The task types played (ALFWorld's env.task_types): 1 pick_and_place_simple, 2 look_at_obj_in_light,
+# 3 pick_clean_then_place_in_recep, 4 pick_heat_then_place_in_recep, 5 pick_cool_then_place_in_recep,
+# 6 pick_two_obj_and_place. Task i of a split plays task_types[i % len].
+task_types = [1, 2, 3, 4, 5, 6]
 "#;
 
 /// The environment.

@@ -492,6 +492,31 @@ fn config_presets_and_errors() {
 }
 
 #[test]
+fn task_types_select_what_is_played() {
+    let mut two = AlfworldEnv::create("preset = \"mini\"\ntask_types = [2, 1]").unwrap();
+    for index in 0..8 {
+        let (_, won) = expert_episode(&mut two, "valid_seen", index, 0);
+        assert!(won, "valid_seen {index}");
+        let expected = if index % 2 == 0 { TaskType::LookAtObjInLight } else { TaskType::PickAndPlaceSimple };
+        assert_eq!(two.task_type().unwrap().unwrap(), expected.name(), "task {index}");
+    }
+    // All six in the default order play exactly what the faithful default plays.
+    let mut all = AlfworldEnv::create("task_types = [1, 2, 3, 4, 5, 6]").unwrap();
+    for index in 0..6 {
+        assert_eq!(all.reset("train", index, 3).unwrap(), env().reset("train", index, 3).unwrap());
+    }
+    for (bad, needle) in [
+        ("task_types = []", "at least one task type"),
+        ("task_types = [0]", "numbered 1 to 6"),
+        ("task_types = [7]", "numbered 1 to 6"),
+        ("task_types = [1, 1]", "names 1 twice"),
+    ] {
+        let err = AlfworldEnv::create(bad).unwrap_err();
+        assert!(err.contains(needle), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn the_mini_preset_lists_admissible_actions() {
     let mut env = AlfworldEnv::create("preset = \"mini\"").unwrap();
     let opening = env.reset("train", 0, 0).unwrap();

@@ -210,8 +210,10 @@ const MAX_ATTEMPTS: u64 = 200;
 /// Generates the world of task `index` of `split` (known to exist) with `seed`.
 pub fn generate(config: &AlfworldConfig, split: &str, index: u64, seed: u64) -> World {
     let split_id = SPLITS.iter().position(|&(name, _)| name == split).unwrap_or(0) as u64;
-    // Every split covers the six task types evenly, so that per-type results exist on every split.
-    let task_type = TaskType::ALL[(index % 6) as usize];
+    // Every split covers the configured task types evenly, so that per-type results exist on every split.
+    let types = &config.task_types;
+    let number = types.get((index % types.len().max(1) as u64) as usize).copied().unwrap_or(1);
+    let task_type = TaskType::ALL[usize::from(number.clamp(1, 6)) - 1];
     let mut last = None;
     for attempt in 0..MAX_ATTEMPTS {
         let mut rng = Rng::new(&[split_id, index, seed, attempt]);
