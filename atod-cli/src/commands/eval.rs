@@ -360,14 +360,17 @@ fn is_export(dir: &Path) -> bool {
     [checkpoint::CONFIG_FILE, checkpoint::MODEL_FILE, TOKENIZER_FILE].iter().all(|file| dir.join(file).is_file())
 }
 
-/// The export directory of `dir`: `dir` itself, `dir/final`, or the newest `dir/checkpoints/step-N` (by N).
+/// The export directory of `dir`: `dir` itself, `dir/final` (a run), `dir/model` (an SFT stage or one of its
+/// snapshots), or the newest `dir/checkpoints/step-N` (by N).
 pub fn resolve_policy_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     if is_export(dir) {
         return Ok(dir.to_owned());
     }
-    let last = dir.join("final");
-    if is_export(&last) {
-        return Ok(last);
+    for inner in ["final", "model"] {
+        let candidate = dir.join(inner);
+        if is_export(&candidate) {
+            return Ok(candidate);
+        }
     }
     let checkpoints = dir.join("checkpoints");
     let mut newest: Option<(u64, PathBuf)> = None;
@@ -386,7 +389,7 @@ pub fn resolve_policy_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     match newest {
         Some((_, path)) => Ok(path),
         None => bail!(
-            "{} holds no model: expected {}, {} and {} in it, in its final/, or in a checkpoints/step-N/",
+            "{} holds no model: expected {}, {} and {} in it, in its final/ or model/, or in a checkpoints/step-N/",
             dir.display(),
             checkpoint::CONFIG_FILE,
             checkpoint::MODEL_FILE,
@@ -508,5 +511,8 @@ mod tests {
         assert_eq!(resolve_policy_dir(run.path()).unwrap(), run.path().join("final"));
         let export_dir = run.path().join("final");
         assert_eq!(resolve_policy_dir(&export_dir).unwrap(), export_dir);
+        let stage = tempfile::tempdir().unwrap();
+        export(&stage.path().join("model"));
+        assert_eq!(resolve_policy_dir(stage.path()).unwrap(), stage.path().join("model"));
     }
 }

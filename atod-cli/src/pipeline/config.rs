@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use atod_core::config::EnvConfig;
+use atod_core::Schedule;
 use atod_losses::LossConfig;
 use atod_models::optim::AdamWConfig;
 use serde::{Deserialize, Serialize};
@@ -145,13 +146,26 @@ pub struct SftConfig {
     /// Evaluation episodes at the end (on the eval split).
     #[serde(default = "default_eval_episodes")]
     pub eval_episodes: u64,
-    /// The weight of the prompt tokens in the loss, relative to the response tokens' 1, in [0, 1] (default 0: the
-    /// loss is on the response tokens only). Each step draws that fraction of the prompt tokens as targets (an
-    /// unbiased and cheaper form of weighting them all). A model trained from scratch learns the environment's
-    /// language, and above all to copy names from it, much faster when it also predicts the prompts: the
-    /// analogue of the pretraining a real teacher has had.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub prompt_loss_weight: f64,
+    /// The weight of the prompt tokens in the loss, relative to the response tokens' 1: a number or a schedule
+    /// over the SFT steps (DESIGN.md §4's expressions), in [0, 1] at every step (default 0: the loss is on the
+    /// response tokens only). Each step draws that fraction of the prompt tokens as targets (an unbiased and
+    /// cheaper form of weighting them all). A model trained from scratch learns the environment's language, and
+    /// above all to copy names from it, much faster when it also predicts the prompts: the analogue of the
+    /// pretraining a real teacher has had. A schedule that ends at 0, such as `"step_at(500, 1, 0)"` or
+    /// `"linear(1, 0, total)"`, finishes with response tokens only, so that the model answers rather than goes on
+    /// writing prompt text.
+    #[serde(default = "zero_schedule", skip_serializing_if = "is_zero")]
+    pub prompt_loss_weight: Schedule,
+    /// Steps after which the stage also keeps its model, in `snapshots/step-K/model/` (a student's
+    /// `from_teacher_step` adds its step to the teacher's list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<u64>,
+    /// A train config's `[student]` only: the student is the teacher's model after this many of the teacher's SFT
+    /// steps (a snapshot its stage keeps) rather than a model trained on its own. The student then shares the
+    /// teacher's preset, and its own training keys (`steps`, `lr`, ...) must be left out; `eval_episodes` still
+    /// applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_teacher_step: Option<u64>,
     /// Each batch is split into this many shards, computed side by side on as many threads and their gradients
     /// summed (data parallelism on one machine; 2 shards ran 1.5x faster than 1 on the 2-core VM). The result
     /// depends on the count through float rounding only, but it does, so the count is part of the stage.
@@ -166,18 +180,31 @@ fn default_shards() -> usize {
 impl SftConfig {
     /// Checks what serde cannot.
     pub fn check(&self) -> anyhow::Result<()> {
-        if !(0.0..=1.0).contains(&self.prompt_loss_weight) {
-            bail!("`prompt_loss_weight` must lie in [0, 1], got {}", self.prompt_loss_weight);
+        if let Some(step) =
+            (0..self.steps).find(|&s| !(0.0..=1.0).contains(&self.prompt_loss_weight.eval(s, self.steps)))
+        {
+            bail!(
+                "`prompt_loss_weight` must lie in [0, 1] at every step, but `{}` is {} at step {step}",
+                self.prompt_loss_weight.source(),
+                self.prompt_loss_weight.eval(step, self.steps)
+            );
         }
         if self.steps == 0 || self.batch_size == 0 || self.shards == 0 {
             bail!("`steps`, `batch_size` and `shards` must be positive");
+        }
+        if let Some(&bad) = self.snapshots.iter().find(|&&k| k == 0 || k > self.steps) {
+            bail!("`snapshots` holds step {bad}, outside 1..={}", self.steps);
         }
         Ok(())
     }
 }
 
-fn is_zero(x: &f64) -> bool {
-    *x == 0.0
+fn is_zero(x: &Schedule) -> bool {
+    x.is_constant() && x.eval(0, 1) == 0.0
+}
+
+fn zero_schedule() -> Schedule {
+    Schedule::constant(0.0)
 }
 
 fn default_sft_steps() -> u64 {
@@ -382,6 +409,34 @@ impl TrainConfig {
             atod_models::TransformerConfig::preset(&sft.preset, 512).with_context(|| format!("key `{key}.preset`"))?;
             sft.check().with_context(|| format!("key `{key}`"))?;
         }
+        if self.teacher.from_teacher_step.is_some() {
+            bail!("key `teacher.from_teacher_step`: only a student can start from the teacher");
+        }
+        if let Some(step) = self.student.from_teacher_step {
+            if step == 0 || step >= self.teacher.steps {
+                bail!(
+                    "key `student.from_teacher_step`: {step} is not a step inside the teacher's SFT (1..{})",
+                    self.teacher.steps
+                );
+            }
+            // The student's own training keys have no effect, so any that differs from its default is a mistake.
+            let mut plain: SftConfig = toml::from_str(&format!("preset = {:?}", self.student.preset))?;
+            plain.eval_episodes = self.student.eval_episodes;
+            plain.from_teacher_step = Some(step);
+            plain.preset = self.teacher.preset.clone();
+            let given = toml::Table::try_from(&self.student)?;
+            let expected = toml::Table::try_from(&plain)?;
+            let keys: std::collections::BTreeSet<String> = given.keys().chain(expected.keys()).cloned().collect();
+            let differing = keys.into_iter().find(|k| given.get(k) != expected.get(k));
+            if let Some(key) = differing {
+                bail!(
+                    "key `student.{key}`: a student with `from_teacher_step` is the teacher's snapshot ({}, {step} \
+                     steps), so `{key}` {}",
+                    self.teacher.preset,
+                    if key == "preset" { "must be the teacher's" } else { "has no effect: leave it out" }
+                );
+            }
+        }
         if self.train.tasks_per_step == 0
             || self.train.group_size == 0
             || self.train.mini_batch_size == 0
@@ -389,6 +444,13 @@ impl TrainConfig {
         {
             bail!(
                 "`train.tasks_per_step`, `train.group_size`, `train.mini_batch_size` and `train.shards` must be positive"
+            );
+        }
+        if !(self.train.temperature > 0.0 && self.train.temperature.is_finite()) {
+            bail!(
+                "`train.temperature` must be positive, got {}: rollouts sample, and the on-policy log-probs are taken \
+                 at that temperature",
+                self.train.temperature
             );
         }
         self.loss_config()?;
@@ -412,6 +474,17 @@ impl TrainConfig {
         let mut doc = toml::Table::new();
         doc.insert("loss".into(), toml::Value::Table(table));
         LossConfig::from_toml(&toml::to_string(&doc)?).map_err(|err| anyhow::anyhow!("key `loss`: {err}"))
+    }
+
+    /// The teacher's SFT config, with the snapshot a `student.from_teacher_step` asks it to keep.
+    pub fn teacher_sft(&self) -> SftConfig {
+        let mut teacher = self.teacher.clone();
+        if let Some(step) = self.student.from_teacher_step {
+            teacher.snapshots.push(step);
+            teacher.snapshots.sort_unstable();
+            teacher.snapshots.dedup();
+        }
+        teacher
     }
 
     /// The SFT run config of the teacher or the student stage.
@@ -440,6 +513,12 @@ impl SftRunConfig {
         atod_models::TransformerConfig::preset(&config.model.preset, 512)
             .with_context(|| format!("config {}: key `model.preset`", path.display()))?;
         config.model.check().with_context(|| format!("config {}: key `model`", path.display()))?;
+        if config.model.from_teacher_step.is_some() {
+            bail!(
+                "config {}: key `model.from_teacher_step` applies only to a train config's [student]",
+                path.display()
+            );
+        }
         Ok(config)
     }
 }
@@ -469,5 +548,60 @@ mod tests {
             let config: TrainConfig = toml::from_str(&toml::to_string(&table).unwrap()).unwrap();
             config.check().unwrap();
         }
+    }
+
+    /// `prompt_loss_weight` takes a number or a schedule over the SFT steps, must stay in [0, 1] at every step,
+    /// and serialises back as given (a number as a number, so the stage hashes of numeric configs do not move).
+    #[test]
+    fn the_prompt_loss_weight_is_a_schedule_in_the_unit_interval() {
+        let sft = |weight: &str| -> SftConfig {
+            toml::from_str(&format!("preset = \"student-s\"\nsteps = 10\n{weight}")).unwrap()
+        };
+        let phased = sft("prompt_loss_weight = \"step_at(6, 1, 0)\"");
+        phased.check().unwrap();
+        let weights: Vec<f64> = (0..10).map(|s| phased.prompt_loss_weight.eval(s, 10)).collect();
+        assert_eq!(weights, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        assert!(toml::to_string(&phased).unwrap().contains("prompt_loss_weight = \"step_at(6, 1, 0)\""));
+        let number = sft("prompt_loss_weight = 0.25");
+        number.check().unwrap();
+        assert!(toml::to_string(&number).unwrap().contains("prompt_loss_weight = 0.25\n"));
+        assert!(!toml::to_string(&sft("")).unwrap().contains("prompt_loss_weight"));
+        let err = sft("prompt_loss_weight = \"linear(1, 2, 10)\"").check().unwrap_err().to_string();
+        assert!(err.contains("[0, 1] at every step") && err.contains("at step 1"), "{err}");
+        let err = sft("prompt_loss_weight = 1.5").check().unwrap_err().to_string();
+        assert!(err.contains("is 1.5 at step 0"), "{err}");
+    }
+
+    /// A student may start as a snapshot of the teacher's SFT: the teacher's stage is then asked to keep it, and
+    /// a student section that sets keys with no effect, or another preset, or a step outside the teacher's run
+    /// is refused with the key named.
+    #[test]
+    fn a_student_from_a_teacher_snapshot() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("configs");
+        let text = std::fs::read_to_string(root.join("smoke.toml")).unwrap();
+        let student_at = text.find("[student]").unwrap();
+        let train_at = text.find("[train]").unwrap();
+        let with = |student: &str| -> anyhow::Result<TrainConfig> {
+            let config: TrainConfig =
+                toml::from_str(&format!("{}{student}\n{}", &text[..student_at], &text[train_at..]))?;
+            config.check()?;
+            Ok(config)
+        };
+        let config = with("[student]\npreset = \"student-s\"\nfrom_teacher_step = 120\neval_episodes = 8").unwrap();
+        assert_eq!(config.teacher_sft().snapshots, [120]);
+        assert!(config.teacher.snapshots.is_empty());
+        let plain = with("[student]\npreset = \"student-s\"\nsteps = 50").unwrap();
+        assert!(plain.teacher_sft().snapshots.is_empty());
+        for (student, needle) in [
+            ("preset = \"student-s\"\nfrom_teacher_step = 120\nsteps = 50", "`student.steps`"),
+            ("preset = \"student-m\"\nfrom_teacher_step = 120", "`student.preset`"),
+            ("preset = \"student-s\"\nfrom_teacher_step = 300", "not a step inside the teacher's SFT (1..300)"),
+            ("preset = \"student-s\"\nfrom_teacher_step = 0", "not a step inside"),
+        ] {
+            let err = format!("{:#}", with(&format!("[student]\n{student}")).unwrap_err());
+            assert!(err.contains(needle), "{student}: {err}");
+        }
+        let err = format!("{:#}", with("[student]\npreset = \"student-s\"\nsnapshots = [0]").unwrap_err());
+        assert!(err.contains("`snapshots` holds step 0"), "{err}");
     }
 }

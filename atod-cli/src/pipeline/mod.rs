@@ -9,6 +9,7 @@ pub mod trainer;
 
 use std::path::Path;
 
+use atod_core::config::EnvConfig;
 use atod_envs::EnvPlugin;
 use atod_models::{HotPathBackend, LmPolicy, SamplingParams};
 
@@ -109,24 +110,59 @@ pub fn evaluate_train<B: HotPathBackend>(
     Ok(evaluate_policy(policy, plugin, &config.env.config_toml(), &plan)?.overall)
 }
 
-/// The teacher's evaluation for a train config, computed once per teacher stage and evaluation plan and kept
-/// in the stage's directory (grid cells share it).
-pub fn cached_teacher_eval<B: HotPathBackend>(
+/// Where a stage's evaluation under one plan (environment, prompts, episode count, temperature, seed) is kept in
+/// the stage's directory: the SFT stage writes it as it finishes, and every train run that evaluates the same
+/// model under the same plan (the teacher, and the student before training) reads it instead of playing the
+/// episodes again (grid cells share it too).
+fn stage_eval_path(
     stage_dir: &Path,
-    teacher: &mut LmPolicy<B>,
+    env: &EnvConfig,
+    prompt: &PromptConfig,
+    episodes: u64,
+    temperature: f32,
+    seed: u64,
+) -> std::path::PathBuf {
+    let key = stages::key_of("stage-eval", &(env, prompt, episodes, temperature.to_bits(), seed));
+    stage_dir.join(format!("eval-{key}.json"))
+}
+
+/// Evaluates an SFT stage's model on `split` at the evaluation temperature 0.4 and keeps the result in the
+/// stage's evaluation cache when `split` is the eval split.
+pub fn evaluate_stage<B: HotPathBackend>(
+    stage_dir: &Path,
+    policy: &mut LmPolicy<B>,
+    plugin: &EnvPlugin,
+    config: &SftRunConfig,
+    episodes: u64,
+    seed: u64,
+) -> anyhow::Result<EvalSummary> {
+    let summary = evaluate(policy, plugin, config, &config.env.eval_split, episodes, seed)?;
+    let path = stage_eval_path(stage_dir, &config.env, &config.prompt, episodes, 0.4, seed);
+    atod_models::checkpoint::write_file_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    Ok(summary)
+}
+
+/// A stage model's evaluation under a train config's plan: read from the stage's cache, else played and kept.
+/// `policy` must be the stage's model as saved.
+pub fn cached_stage_eval<B: HotPathBackend>(
+    stage_dir: &Path,
+    policy: &mut LmPolicy<B>,
     plugin: &EnvPlugin,
     config: &TrainConfig,
     seed: u64,
 ) -> anyhow::Result<EvalSummary> {
-    let key = stages::key_of(
-        "teacher-eval",
-        &(&config.env, &config.prompt, config.train.eval_episodes, config.train.eval_temperature.to_bits(), seed),
+    let path = stage_eval_path(
+        stage_dir,
+        &config.env,
+        &config.prompt,
+        config.train.eval_episodes,
+        config.train.eval_temperature,
+        seed,
     );
-    let path = stage_dir.join(format!("eval-{key}.json"));
     if let Some(summary) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()) {
         return Ok(summary);
     }
-    let summary = evaluate_train(teacher, plugin, config, seed)?;
+    let summary = evaluate_train(policy, plugin, config, seed)?;
     atod_models::checkpoint::write_file_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
 }

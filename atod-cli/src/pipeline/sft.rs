@@ -149,6 +149,12 @@ pub fn encode_demos(
     Ok(rows)
 }
 
+/// Where an SFT stage keeps its model after `step` steps (`SftConfig::snapshots`): a directory laid out like a
+/// stage (`model/`, `config.toml`, and the evaluation cache).
+pub fn snapshot_dir(stage_dir: &Path, step: u64) -> std::path::PathBuf {
+    stage_dir.join("snapshots").join(format!("step-{step}"))
+}
+
 fn train_on<B>(
     registry: &Registry,
     config: &SftRunConfig,
@@ -190,7 +196,7 @@ where
         }
         let pairs: Vec<(&[u32], &[bool])> = batch.iter().map(|&i| (&rows[i].0[..], &rows[i].1[..])).collect();
         let n_tokens: f32 = pairs.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count() as f32).sum();
-        let targets = sft_targets(&pairs, sft.prompt_loss_weight, &mut rng);
+        let targets = sft_targets(&pairs, sft.prompt_loss_weight.eval(step, sft.steps), &mut rng);
         let rows_of: Vec<(&[u32], &[bool])> = pairs.iter().zip(&targets).map(|((ids, _), t)| (*ids, &t[..])).collect();
         let (loss_value, grads) = sft_grads(&model, &rows_of, sft.shards)?;
         let lr = lr_at(step, sft.steps, sft.lr);
@@ -204,6 +210,20 @@ where
             tokens_per_s: f64::from(n_tokens) / t0.elapsed().as_secs_f64(),
         };
         writeln!(metrics, "{}", serde_json::to_string(&record)?)?;
+        if sft.snapshots.contains(&(step + 1)) {
+            let dir = snapshot_dir(out, step + 1);
+            std::fs::create_dir_all(&dir)?;
+            atod_models::checkpoint::write_file_atomic(&dir.join("config.toml"), toml::to_string(config)?.as_bytes())?;
+            let snapshot = LmPolicy::new(
+                format!("sft-{}-step-{}", sft.preset, step + 1),
+                model.valid(),
+                model_config.clone(),
+                tokenizer.clone(),
+                SamplingParams::default(),
+                sft.seed,
+            )?;
+            snapshot.save(&dir.join("model"))?;
+        }
         bar.set_message(format!("loss {loss_value:.3}"));
         bar.inc(1);
     }
@@ -219,7 +239,7 @@ where
     policy.save(&out.join("model"))?;
     let mut policy = policy;
     let plugin = registry.get(&config.env.name)?;
-    let eval = super::evaluate(&mut policy, plugin, config, &config.env.eval_split, sft.eval_episodes, 0)?;
+    let eval = super::evaluate_stage(out, &mut policy, plugin, config, sft.eval_episodes, 0)?;
     let summary = serde_json::json!({
         "preset": sft.preset,
         "steps": sft.steps,

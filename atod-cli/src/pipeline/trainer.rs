@@ -157,8 +157,12 @@ where
     checkpoint::write_file_atomic(&out.join("config.toml"), toml::to_string(config)?.as_bytes())?;
 
     // The stages: demonstrations, tokenizer, teacher and student initialisation.
-    let teacher_stage = stages::sft(registry, &config.sft_stage(&config.teacher))?;
-    let student_stage = stages::sft(registry, &config.sft_stage(&config.student))?;
+    let teacher_stage = stages::sft(registry, &config.sft_stage(&config.teacher_sft()))?;
+    // The student's initialisation: its own SFT stage, or a snapshot the teacher's stage kept.
+    let student_stage_dir = match config.student.from_teacher_step {
+        Some(step) => super::sft::snapshot_dir(&teacher_stage.dir, step),
+        None => stages::sft(registry, &config.sft_stage(&config.student))?.dir,
+    };
     let plugin = registry.get(&config.env.name)?;
     let inner_device = {
         let probe = Tensor::<B, 1>::zeros([1], device);
@@ -177,7 +181,7 @@ where
     )?;
     let student_dir = match &checkpoint {
         Some((_, dir)) => dir.clone(),
-        None => student_stage.dir.join("model"),
+        None => student_stage_dir.join("model"),
     };
     let (student_config, mut model) = checkpoint::load::<B>(&student_dir, device)?;
     let tokenizer = atod_models::ChatTokenizer::from_file(student_dir.join("tokenizer.json"))?;
@@ -217,9 +221,9 @@ where
                 let _ = fs::remove_file(out.join(file));
             }
             teacher.sampling = eval_sampling.clone();
-            let teacher_eval = super::cached_teacher_eval(&teacher_stage.dir, &mut teacher, plugin, config, eval_seed)?;
+            let teacher_eval = super::cached_stage_eval(&teacher_stage.dir, &mut teacher, plugin, config, eval_seed)?;
             let mut before = make_student(&model, eval_sampling.clone(), 0)?;
-            let initial = evaluate(&mut before)?;
+            let initial = super::cached_stage_eval(&student_stage_dir, &mut before, plugin, config, eval_seed)?;
             append_jsonl(
                 &out.join("evals.jsonl"),
                 &EvalLine { step: 0, split: config.env.eval_split.clone(), summary: initial.clone() },
@@ -231,7 +235,10 @@ where
             (0, initial.success_rate, teacher_eval.success_rate)
         }
     };
-    teacher.sampling = SamplingParams { temperature: 1.0, ..rollout_sampling.clone() };
+    // The teacher scores at the rollout temperature, the temperature of the behaviour log-probs it is compared
+    // with (verl scores its reference policy likewise): scored at 1 against a student sampled at 0.7, A_opd would
+    // be biased down on every confident token.
+    teacher.sampling = rollout_sampling.clone();
 
     let mut envs: Vec<Box<dyn atod_core::Environment>> = (0..config.train.tasks_per_step * config.train.group_size)
         .map(|_| plugin.create(&config.env.config_toml()))
