@@ -23,10 +23,13 @@
 //! [teacher]                # an SFT stage
 //! preset = "student-l"
 //! steps = 300
+//! prompt_loss_weight = "step_at(200, 1, 0)"   # predict prompts too, then responses only
 //!
 //! [student]                # the student's initialisation: another SFT stage
 //! preset = "student-s"
 //! steps = 60
+//! # or: the teacher's model after 250 of its steps (preset = the teacher's, no training keys)
+//! # from_teacher_step = 250
 //!
 //! [train]                  # the online loop
 //! steps = 20
