@@ -298,7 +298,7 @@ fn default_temperature() -> f32 {
     1.0
 }
 fn default_eval_temperature() -> f32 {
-    0.4
+    super::STAGE_EVAL_TEMPERATURE
 }
 fn default_eval_every() -> u64 {
     10

@@ -78,7 +78,10 @@ fn plan(
     }
 }
 
-/// Evaluates an SFT stage's model on `split` at the evaluation temperature 0.4.
+/// The temperature SFT stages are evaluated at (the trainer's default `eval_temperature`).
+pub const STAGE_EVAL_TEMPERATURE: f32 = 0.4;
+
+/// Evaluates an SFT stage's model on `split` at [`STAGE_EVAL_TEMPERATURE`].
 pub fn evaluate<B: HotPathBackend>(
     policy: &mut LmPolicy<B>,
     plugin: &EnvPlugin,
@@ -87,7 +90,7 @@ pub fn evaluate<B: HotPathBackend>(
     episodes: u64,
     seed: u64,
 ) -> anyhow::Result<EvalSummary> {
-    let plan = plan(&config.env, &config.prompt, split, episodes, seed, 0.4);
+    let plan = plan(&config.env, &config.prompt, split, episodes, seed, STAGE_EVAL_TEMPERATURE);
     Ok(evaluate_policy(policy, plugin, &config.env.config_toml(), &plan)?.overall)
 }
 
@@ -126,8 +129,8 @@ fn stage_eval_path(
     stage_dir.join(format!("eval-{key}.json"))
 }
 
-/// Evaluates an SFT stage's model on `split` at the evaluation temperature 0.4 and keeps the result in the
-/// stage's evaluation cache when `split` is the eval split.
+/// Evaluates an SFT stage's model on its eval split at [`STAGE_EVAL_TEMPERATURE`] and keeps the result in the
+/// stage's evaluation cache.
 pub fn evaluate_stage<B: HotPathBackend>(
     stage_dir: &Path,
     policy: &mut LmPolicy<B>,
@@ -137,7 +140,7 @@ pub fn evaluate_stage<B: HotPathBackend>(
     seed: u64,
 ) -> anyhow::Result<EvalSummary> {
     let summary = evaluate(policy, plugin, config, &config.env.eval_split, episodes, seed)?;
-    let path = stage_eval_path(stage_dir, &config.env, &config.prompt, episodes, 0.4, seed);
+    let path = stage_eval_path(stage_dir, &config.env, &config.prompt, episodes, STAGE_EVAL_TEMPERATURE, seed);
     atod_models::checkpoint::write_file_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
 }

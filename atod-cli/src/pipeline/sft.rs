@@ -233,7 +233,11 @@ where
         model.valid(),
         model_config,
         tokenizer,
-        SamplingParams { temperature: 0.4, max_new_tokens: config.prompt.max_new_tokens, ..SamplingParams::default() },
+        SamplingParams {
+            temperature: super::STAGE_EVAL_TEMPERATURE,
+            max_new_tokens: config.prompt.max_new_tokens,
+            ..SamplingParams::default()
+        },
         sft.seed,
     )?;
     policy.save(&out.join("model"))?;
