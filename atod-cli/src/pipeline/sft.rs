@@ -149,6 +149,12 @@ pub fn encode_demos(
     Ok(rows)
 }
 
+/// How many encoded transcripts have a response (its end-of-turn token included) longer than `budget` tokens: a
+/// model trained on them cannot finish such a response within a rollout's `max_new_tokens`.
+pub fn responses_over_budget(rows: &[(Vec<u32>, Vec<bool>)], budget: usize) -> usize {
+    rows.iter().filter(|(_, mask)| mask.iter().filter(|&&m| m).count() > budget).count()
+}
+
 /// Where an SFT stage keeps its model after `step` steps (`SftConfig::snapshots`): a directory laid out like a
 /// stage (`model/`, `config.toml`, and the evaluation cache).
 pub fn snapshot_dir(stage_dir: &Path, step: u64) -> std::path::PathBuf {
@@ -174,6 +180,15 @@ where
     let rows = encode_demos(demos, &tokenizer, max_len)?;
     if rows.is_empty() {
         anyhow::bail!("no demonstration fits in {max_len} tokens");
+    }
+    let over_budget = responses_over_budget(&rows, config.prompt.max_new_tokens);
+    if over_budget > 0 {
+        eprintln!(
+            "warning: {over_budget} of {} demonstration responses are longer than prompt.max_new_tokens = {} tokens \
+             (end-of-turn token included): the model will not be able to finish them in rollouts or evaluations",
+            rows.len(),
+            config.prompt.max_new_tokens
+        );
     }
     let model_config = TransformerConfig::preset(&sft.preset, tokenizer.vocab_size())?;
     B::seed(device, sft.seed);
@@ -248,6 +263,7 @@ where
         "preset": sft.preset,
         "steps": sft.steps,
         "transcripts": rows.len(),
+        "responses_over_budget": over_budget,
         "wall_seconds": started.elapsed().as_secs_f64(),
         "eval": eval,
     });
@@ -346,5 +362,18 @@ mod tests {
         burn::module::Module::visit(&model, &mut Neg(&grads3, &mut negated));
         atod_models::optim::add_grads(&model, &mut diff, negated);
         assert!(AdamW::<B>::grad_norm(&model, &diff) < 1e-5 * norm1);
+    }
+
+    /// A response counts against the budget with its end-of-turn token, and the prompt's tokens never do.
+    #[test]
+    fn responses_over_the_budget_are_counted() {
+        let row = |prompt: usize, response: usize| {
+            (vec![0u32; prompt + response], [vec![false; prompt], vec![true; response]].concat())
+        };
+        let rows = vec![row(50, 3), row(2, 4), row(9, 5)];
+        assert_eq!(responses_over_budget(&rows, 5), 0);
+        assert_eq!(responses_over_budget(&rows, 4), 1);
+        assert_eq!(responses_over_budget(&rows, 3), 2);
+        assert_eq!(responses_over_budget(&rows, 0), 3);
     }
 }
