@@ -423,10 +423,9 @@ impl TrainConfig {
                 );
             }
             // The student's own training keys have no effect, so any that differs from its default is a mistake.
-            let mut plain: SftConfig = toml::from_str(&format!("preset = {:?}", self.student.preset))?;
+            let mut plain: SftConfig = toml::from_str(&format!("preset = {:?}", self.teacher.preset))?;
             plain.eval_episodes = self.student.eval_episodes;
             plain.from_teacher_step = Some(step);
-            plain.preset = self.teacher.preset.clone();
             let given = toml::Table::try_from(&self.student)?;
             let expected = toml::Table::try_from(&plain)?;
             let keys: std::collections::BTreeSet<String> = given.keys().chain(expected.keys()).cloned().collect();
