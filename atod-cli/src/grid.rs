@@ -19,11 +19,17 @@
 //!
 //! [[grid.extra]]             # optional, repeatable: a sub-grid added to the cells above
 //! axes = { method = ["atod-uniform", "atod-const"], env = ["alfworld"] }
+//!
+//! [[grid.extra]]
+//! base = "webshop.toml"      # optional: this sub-grid's cells start from another base config
+//! axes = { env = ["webshop"] }
 //! ```
 //!
 //! A `[[grid.extra]]` sub-grid takes the main `[axes]` and replaces (or adds) the axes it lists, so the example
 //! adds the two ablations on ALFWorld for every student and seed of the main grid; listing every axis with one
-//! value adds a single cell. Cells of the main grid come first, then each sub-grid's in file order; a cell that
+//! value adds a single cell. A sub-grid with its own `base` builds its cells from that config instead of the main
+//! one: how one grid spans environments whose configs differ in more than a key or two (prompt budgets, the
+//! environment's own table). Cells of the main grid come first, then each sub-grid's in file order; a cell that
 //! an earlier grid already holds (same id) is listed once. Unknown keys are errors that name the key and the file.
 //! Keys of the base config are split on `.`; a key whose own name contains a dot cannot be set.
 //!
@@ -84,7 +90,16 @@ pub struct GridConfig {
     /// The main grid's axes, in id order.
     pub axes: Vec<Axis>,
     /// The `[[grid.extra]]` sub-grids, each with its axes complete (the main ones with its own replacing them).
-    pub extra: Vec<Vec<Axis>>,
+    pub extra: Vec<SubGrid>,
+}
+
+/// One `[[grid.extra]]` sub-grid.
+#[derive(Debug, Clone)]
+pub struct SubGrid {
+    /// Its axes, complete.
+    pub axes: Vec<Axis>,
+    /// Its own base config (path, table), when it names one.
+    pub base: Option<(PathBuf, Table)>,
 }
 
 /// One axis: a config key (or its shorthand) and the values it takes.
@@ -103,6 +118,8 @@ pub struct Cell {
     pub id: String,
     /// (axis key, value) in id order.
     pub values: Vec<(String, Value)>,
+    /// Which base config the cell starts from: 0 the grid's, i + 1 that of `extra[i]` when it names one.
+    pub base: usize,
 }
 
 /// `<out>/grid.json`: what `atod report` knows of a grid beyond its cells' own files.
@@ -160,6 +177,7 @@ struct GridSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExtraSection {
+    base: Option<PathBuf>,
     axes: Table,
 }
 
@@ -168,7 +186,7 @@ impl GridConfig {
     pub fn load(path: &Path) -> anyhow::Result<GridConfig> {
         let text = fs::read_to_string(path).with_context(|| format!("reading grid config {}", path.display()))?;
         let base_dir = path.parent().unwrap_or(Path::new(""));
-        let mut config = GridConfig::parse(&text, path, |base| {
+        let config = GridConfig::parse(&text, path, |base| {
             let base_path = base_dir.join(base);
             let text = fs::read_to_string(&base_path).with_context(|| {
                 format!("reading the base config {} (grid.base in {})", base_path.display(), path.display())
@@ -177,15 +195,14 @@ impl GridConfig {
                 .map_err(|e| anyhow!("base config {} (grid.base in {}): {e}", base_path.display(), path.display()))?;
             Ok((base_path, table))
         })?;
-        config.path = path.to_owned();
         Ok(config)
     }
 
-    /// Parses the grid file `text` (named `path` in errors); `read_base` reads the base config it names.
+    /// Parses the grid file `text` (named `path` in errors); `read_base` reads each base config it names.
     pub fn parse(
         text: &str,
         path: &Path,
-        read_base: impl FnOnce(&Path) -> anyhow::Result<(PathBuf, Table)>,
+        mut read_base: impl FnMut(&Path) -> anyhow::Result<(PathBuf, Table)>,
     ) -> anyhow::Result<GridConfig> {
         let file = path.display();
         let raw: GridFile = toml::from_str(text).map_err(|e| anyhow!("grid config {file}: {e}"))?;
@@ -209,7 +226,8 @@ impl GridConfig {
                 }
             }
             sort_axes(&mut merged);
-            extra.push(merged);
+            let base = section.base.as_deref().map(&mut read_base).transpose()?;
+            extra.push(SubGrid { axes: merged, base });
         }
         let (base_path, base) = read_base(&raw.grid.base)?;
         let out = raw.grid.out.unwrap_or_else(|| Path::new("runs").join(&raw.grid.name));
@@ -225,11 +243,21 @@ impl GridConfig {
     /// The cells of the main grid and then of each sub-grid, without repeats.
     pub fn cells(&self) -> anyhow::Result<Vec<Cell>> {
         let mut cells: Vec<Cell> = Vec::new();
-        for axes in std::iter::once(&self.axes).chain(&self.extra) {
-            for cell in expand(axes) {
+        let subgrids =
+            self.extra.iter().enumerate().map(|(i, sub)| (&sub.axes, if sub.base.is_some() { i + 1 } else { 0 }));
+        for (axes, base) in std::iter::once((&self.axes, 0)).chain(subgrids) {
+            for mut cell in expand(axes) {
+                cell.base = base;
                 match cells.iter().find(|c| c.id == cell.id) {
                     None => cells.push(cell),
-                    Some(existing) if existing.values == cell.values => {}
+                    Some(existing) if existing.values == cell.values && existing.base == cell.base => {}
+                    Some(existing) if existing.values == cell.values => bail!(
+                        "grid config {}: the cell {} is in two sub-grids with different base configs ({} and {})",
+                        self.path.display(),
+                        cell.id,
+                        self.base_of(existing).0.display(),
+                        self.base_of(&cell).0.display()
+                    ),
                     Some(existing) => bail!(
                         "grid config {}: two cells have the id {} ({} and {}); make the values differ in more than \
                          punctuation",
@@ -244,15 +272,24 @@ impl GridConfig {
         Ok(cells)
     }
 
-    /// The train config of `cell`: the base config with the cell's values set and `name` set to its id.
+    /// The base config (path, table) that `cell` starts from.
+    pub fn base_of(&self, cell: &Cell) -> (&Path, &Table) {
+        match cell.base.checked_sub(1).and_then(|i| self.extra.get(i)).and_then(|sub| sub.base.as_ref()) {
+            Some((path, table)) => (path, table),
+            None => (&self.base_path, &self.base),
+        }
+    }
+
+    /// The train config of `cell`: its base config with the cell's values set and `name` set to its id.
     pub fn cell_config(&self, cell: &Cell) -> anyhow::Result<Table> {
-        let mut table = self.base.clone();
+        let (base_path, base) = self.base_of(cell);
+        let mut table = base.clone();
         for (key, value) in &cell.values {
             set_dotted(&mut table, config_key(key), value.clone()).map_err(|e| {
                 anyhow!(
                     "grid config {}: axis {key}: {e} in the base config {}",
                     self.path.display(),
-                    self.base_path.display()
+                    base_path.display()
                 )
             })?;
         }
@@ -303,7 +340,7 @@ pub fn expand(axes: &[Axis]) -> Vec<Cell> {
             })
             .collect();
     }
-    combos.into_iter().map(|values| Cell { id: cell_id(&values), values }).collect()
+    combos.into_iter().map(|values| Cell { id: cell_id(&values), values, base: 0 }).collect()
 }
 
 /// The id of a cell with these (axis, value) pairs, in the order given.
@@ -667,6 +704,44 @@ lr = 1e-4
                 "searchqa-atod-s7-train.steps=2",
             ]
         );
+    }
+
+    #[test]
+    fn a_sub_grid_with_its_own_base_builds_its_cells_from_it() {
+        let grid = format!(
+            "{HEAD}[axes]\nenv = [\"alfworld\"]\nseed = [0, 1]\n\
+             [[grid.extra]]\nbase = \"webshop.toml\"\naxes = {{ env = [\"webshop\"] }}\n"
+        );
+        let config = GridConfig::parse(&grid, Path::new("configs/g.toml"), |base| {
+            let text = match base.to_str() {
+                Some("quickstart.toml") => BASE.to_owned(),
+                Some("webshop.toml") => "name = \"w\"\n[prompt]\nmax_new_tokens = 80\n".to_owned(),
+                other => panic!("unexpected base {other:?}"),
+            };
+            Ok((Path::new("configs").join(base), toml::from_str(&text).unwrap()))
+        })
+        .unwrap();
+        let cells = config.cells().unwrap();
+        let ids: Vec<&str> = cells.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["alfworld-s0", "alfworld-s1", "webshop-s0", "webshop-s1"]);
+        let alfworld = config.cell_config(&cells[0]).unwrap();
+        let webshop = config.cell_config(&cells[3]).unwrap();
+        assert_eq!(alfworld["train"]["steps"].as_integer(), Some(10));
+        assert!(webshop.get("train").is_none(), "the webshop cell must not inherit the main base's keys");
+        assert_eq!(webshop["prompt"]["max_new_tokens"].as_integer(), Some(80));
+        assert_eq!((webshop["env"]["name"].as_str(), webshop["seed"].as_integer()), (Some("webshop"), Some(1)));
+        assert_eq!(webshop["name"].as_str(), Some("webshop-s1"));
+        assert_eq!(config.base_of(&cells[2]).0, Path::new("configs/webshop.toml"));
+
+        // The same cell reached from two bases is ambiguous.
+        let clash =
+            format!("{HEAD}[axes]\nenv = [\"webshop\"]\n[[grid.extra]]\nbase = \"webshop.toml\"\naxes = {{}}\n");
+        let err = GridConfig::parse(&clash, Path::new("configs/g.toml"), |base| {
+            Ok((base.to_owned(), toml::from_str(if base == Path::new("quickstart.toml") { BASE } else { "" }).unwrap()))
+        })
+        .and_then(|c| c.cells())
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("in two sub-grids with different base configs"), "{err:#}");
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
     if skipped > 0 {
         eprintln!("{skipped} of {} cells already finished", cells.len());
     }
+    let started = std::time::Instant::now();
+    let to_train = jobs.len();
     let outcomes = grid::run_jobs(jobs, parallel, |event| match event {
         Event::Started(_, running) => bar.set_message(format!("running {}", running.join(", "))),
         Event::Ended(outcome, running) => {
@@ -97,6 +99,9 @@ pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
         }
     });
     bar.finish_and_clear();
+    if to_train > 0 {
+        log_invocation(&config.out, started.elapsed().as_secs_f64(), parallel, &outcomes)?;
+    }
 
     let (grid, written) = report::write_grid_report(&config.out)?;
     if args.json {
@@ -109,6 +114,28 @@ pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
         bail!("{} of {} cells failed: {}", failed.len(), cells.len(), failed.join(", "));
     }
     Ok(())
+}
+
+/// Appends this invocation to `<out>/grid-log.jsonl`: when it ended, how long it ran, how many cells it trained
+/// and how many failed, and the cells run at once; the wall time of RESULTS.md adds these up. (An invocation
+/// that is interrupted logs nothing; its cells' own wall times still count in the report.)
+fn log_invocation(out: &Path, seconds: f64, parallel: usize, outcomes: &[grid::Outcome]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let ended = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let line = serde_json::json!({
+        "ended_unix": ended,
+        "seconds": seconds,
+        "trained": outcomes.iter().filter(|o| o.success).count(),
+        "failed": outcomes.iter().filter(|o| !o.success).count(),
+        "parallel": parallel,
+    });
+    let path = out.join("grid-log.jsonl");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(file, "{line}").with_context(|| format!("writing {}", path.display()))
 }
 
 fn print_summary(out: &Path, written: &report::Written, total: usize, skipped: usize, outcomes: &[grid::Outcome]) {

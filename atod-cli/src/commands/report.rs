@@ -17,12 +17,23 @@ pub struct Args {
     /// evaluations for a run.
     #[arg(long)]
     pub json: bool,
+    /// A grid only: also write the paper-layout report (Table 1 per environment and averaged, the ablation, the
+    /// paper's findings checked, learning curves, wall time, the commands that regenerate it) to FILE, e.g.
+    /// RESULTS.md.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// With --markdown: a markdown file included at the end (the analysis written by hand).
+    #[arg(long, value_name = "FILE", requires = "markdown")]
+    pub notes: Option<PathBuf>,
 }
 
 /// Runs `atod report`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if report::is_grid_dir(&args.dir) {
         let (grid, written) = report::write_grid_report(&args.dir)?;
+        if let Some(markdown) = &args.markdown {
+            write_paper_report(args, &grid, &written, markdown)?;
+        }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report::rows_json(&grid.columns, &grid.rows))?);
         } else {
@@ -46,6 +57,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let plot = args.dir.join("plot.svg");
     std::fs::write(&plot, report::render_run_plot(&name, &run))
         .with_context(|| format!("writing {}", plot.display()))?;
+    if args.markdown.is_some() {
+        anyhow::bail!("--markdown needs a grid directory; {} is a single run", args.dir.display());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json!({"summary": run.summary, "evals": run.evals}))?);
         return Ok(());
@@ -103,4 +117,70 @@ fn text(value: &serde_json::Value) -> String {
         serde_json::Value::Null => "-".to_owned(),
         other => other.to_string(),
     }
+}
+
+/// Writes the paper-layout report of `grid` to `markdown`.
+fn write_paper_report(
+    args: &Args,
+    grid: &report::Grid,
+    written: &report::Written,
+    markdown: &std::path::Path,
+) -> anyhow::Result<()> {
+    let notes = match &args.notes {
+        Some(path) => {
+            Some(std::fs::read_to_string(path).with_context(|| format!("reading the notes {}", path.display()))?)
+        }
+        None => None,
+    };
+    let sessions = report::read_grid_log(&args.dir)?;
+    let dir = args.dir.display().to_string();
+    let mut commands = Vec::new();
+    if let Some(config) = &grid.config {
+        commands.push((
+            "The whole grid (it resumes: finished cells are kept; delete the grid directory to start afresh)"
+                .to_owned(),
+            format!("cargo run -p atod-cli --release -- grid --config {config}"),
+        ));
+    }
+    let mut report_command =
+        format!("cargo run -p atod-cli --release -- report {dir} --markdown {}", markdown.display());
+    if let Some(notes) = &args.notes {
+        report_command.push_str(&format!(" --notes {}", notes.display()));
+    }
+    commands.push(("This report, from the cells on disk".to_owned(), report_command));
+    let method = grid.columns.iter().position(|c| c == "method");
+    let cell = grid
+        .rows
+        .iter()
+        .filter(|r| r.status == report::Status::Finished)
+        .find(|r| method.is_some_and(|m| r.axes[m] == "atod"))
+        .or_else(|| grid.rows.iter().find(|r| r.status == report::Status::Finished));
+    if let Some(row) = cell {
+        let final_rate = row.final_success_rate.map_or_else(|| "?".to_owned(), |x| format!("{:.2}%", 100.0 * x));
+        commands.push((
+            format!(
+                "One cell, `{id}`, retrained from its committed config into a fresh directory (the stages it needs \
+                 are built first when runs/stages/ lacks them); its `final_success_rate` in the printed summary and \
+                 in `runs/regen-{id}/summary.json` is to match the {final_rate} of results.csv",
+                id = row.cell
+            ),
+            format!(
+                "cargo run -p atod-cli --release -- train --config {dir}/cells/{id}/config.toml --out runs/regen-{id}",
+                id = row.cell
+            ),
+        ));
+    }
+    let inputs = report::paper::PaperInputs {
+        link_prefix: report::paper::link_prefix(markdown, &args.dir),
+        plots: written.plots.iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect(),
+        notes,
+        sessions,
+        commands,
+    };
+    let text = report::paper::render(grid, &inputs);
+    std::fs::write(markdown, text).with_context(|| format!("writing {}", markdown.display()))?;
+    if !args.json {
+        println!("wrote {}", markdown.display());
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! `results.csv` (the final, initial and teacher success rates of finished cells), never from other files; the
 //! plots come from the cells' `evals.jsonl`.
 
+pub mod paper;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -171,6 +172,11 @@ pub fn write_grid_report(dir: &Path) -> anyhow::Result<(Grid, Written)> {
     let markdown = dir.join("results.md");
     write(&markdown, &render_markdown(&grid, &plot_names))?;
     Ok((grid, Written { csv, markdown, plots }))
+}
+
+/// The grid's invocations as `atod grid` logged them in `grid-log.jsonl` (none when it does not exist).
+pub fn read_grid_log(dir: &Path) -> anyhow::Result<Vec<Value>> {
+    read_jsonl(&dir.join("grid-log.jsonl"))
 }
 
 /// results.csv: a header and one line per row (RFC 4180 quoting; empty fields for unknown values; numbers in

@@ -1,0 +1,491 @@
+//! The paper-layout report of a grid (`atod report DIR --markdown FILE`): the ATOD paper's Table 1 (rows =
+//! methods, columns = student sizes) per environment and averaged over environments, its ALFWorld ablation table,
+//! the paper's findings checked one by one against this grid's numbers, the learning curves, the wall time and the
+//! commands that regenerate everything.
+//!
+//! Like `results.md`, every number comes from the rows of `results.csv` (one per cell, each read from that cell's
+//! `summary.json`); the wall time of the grid's own invocations comes from `grid-log.jsonl`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{display, markdown_table, mean_ci, pct, stats, Grid, Row, Status};
+
+/// The paper's Table 1, averaged over ALFWorld, WebShop and Search-QA, for its students (0.6B, 1.7B, 4B): the
+/// reference this grid's findings are set against.
+pub const PAPER_AVERAGE: [(&str, [f64; 3]); 4] = [
+    ("atod", [70.62, 71.58, 71.06]),
+    ("opd", [67.73, 64.91, 68.13]),
+    ("grpo", [33.17, 40.30, 68.93]),
+    ("sft-init", [6.66, 15.59, 19.24]),
+];
+/// The paper's teachers, averaged the same way.
+pub const PAPER_TEACHER: f64 = 68.93;
+/// The paper's student sizes, matched to the grid's students in axis order.
+pub const PAPER_SIZES: [&str; 3] = ["0.6B", "1.7B", "4B"];
+/// The ALFWorld ablation: what removing each component cost the paper's two small students, in points (read
+/// off its ablation table, so approximate).
+pub const PAPER_ABLATION: [(&str, &str, f64); 3] = [
+    ("atod-const", "no annealing (constant α)", 7.0),
+    ("atod-uniform", "uniform turn weights (no T-DUR)", 4.0),
+    ("atod-token", "token-level instead of turn-level weights", 3.0),
+];
+
+/// What the paper-layout report needs beyond the grid.
+#[derive(Debug, Clone, Default)]
+pub struct PaperInputs {
+    /// Link prefix from the markdown file's directory to the grid directory (ends with `/`, or empty).
+    pub link_prefix: String,
+    /// The plot file names in the grid directory.
+    pub plots: Vec<String>,
+    /// The notes file's text, included as it is.
+    pub notes: Option<String>,
+    /// The grid's invocations, from `grid-log.jsonl`.
+    pub sessions: Vec<Value>,
+    /// The command lines that regenerate the report (the grid, the report, one cell).
+    pub commands: Vec<(String, String)>,
+}
+
+/// How a method's label reads in the tables.
+fn label(method: &str) -> String {
+    match method {
+        "sft-init" => "vanilla (sft-init)".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+struct Index<'a> {
+    env: usize,
+    student: usize,
+    method: usize,
+    seed: usize,
+    finished: Vec<&'a Row>,
+}
+
+impl<'a> Index<'a> {
+    fn new(grid: &'a Grid) -> Self {
+        let col = |name: &str| grid.columns.iter().position(|c| c == name).expect("standard columns are present");
+        Index {
+            env: col("env"),
+            student: col("student"),
+            method: col("method"),
+            seed: col("seed"),
+            finished: grid.rows.iter().filter(|r| r.status == Status::Finished).collect(),
+        }
+    }
+
+    /// Per seed (in seed order), the final success of (method, student) averaged over `envs`; a seed counts only
+    /// when every one of `envs` has it finished.
+    fn per_seed(&self, envs: &[String], method: &str, student: &str) -> BTreeMap<String, f64> {
+        let mut by_seed: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for row in &self.finished {
+            if row.axes[self.method] == method
+                && row.axes[self.student] == student
+                && envs.contains(&row.axes[self.env])
+            {
+                if let Some(x) = row.final_success_rate {
+                    by_seed.entry(row.axes[self.seed].clone()).or_default().push(x);
+                }
+            }
+        }
+        by_seed
+            .into_iter()
+            .filter(|(_, xs)| xs.len() == envs.len())
+            .map(|(seed, xs)| (seed, stats::mean(&xs).expect("non-empty")))
+            .collect()
+    }
+
+    /// The teacher's success averaged over `envs` (None unless every one reports it).
+    fn teacher(&self, envs: &[String]) -> Option<f64> {
+        let per_env: Vec<f64> = envs
+            .iter()
+            .filter_map(|env| {
+                let xs: Vec<f64> = self
+                    .finished
+                    .iter()
+                    .filter(|r| &r.axes[self.env] == env)
+                    .filter_map(|r| r.teacher_success_rate)
+                    .collect();
+                stats::mean(&xs)
+            })
+            .collect();
+        (per_env.len() == envs.len() && !per_env.is_empty()).then(|| stats::mean(&per_env).expect("non-empty"))
+    }
+}
+
+/// The (methods × students) table over `envs`, with the teacher's row.
+fn method_table(ix: &Index, envs: &[String], methods: &[String], students: &[String]) -> String {
+    let mut lines = vec![[vec!["method".to_owned()], students.iter().map(|s| display(s)).collect()].concat()];
+    for method in methods {
+        let mut line = vec![label(method)];
+        for student in students {
+            let xs: Vec<f64> = ix.per_seed(envs, method, student).into_values().collect();
+            line.push(if xs.is_empty() { "–".to_owned() } else { format!("{} (n={})", mean_ci(&xs), xs.len()) });
+        }
+        lines.push(line);
+    }
+    if let Some(t) = ix.teacher(envs) {
+        lines.push([vec!["teacher".to_owned()], vec![pct(t); students.len()]].concat());
+    }
+    markdown_table(&lines)
+}
+
+/// The verdict on a difference measured per seed: the mean difference with its 95% CI and whether it is
+/// resolved in either direction.
+fn verdict(diffs: &[f64]) -> (String, &'static str) {
+    let text = mean_ci(diffs);
+    let word = match (stats::mean(diffs), stats::ci95_half_width(diffs)) {
+        (None, _) => "no data",
+        (Some(_), None) => "one seed only",
+        (Some(m), Some(h)) if h == 0.0 && m == 0.0 => "no difference (every seed equal)",
+        (Some(m), Some(h)) if m - h > 0.0 => "holds (95% CI above 0)",
+        (Some(m), Some(h)) if m + h < 0.0 => "reversed (95% CI below 0)",
+        _ => "not resolved (95% CI spans 0)",
+    };
+    (text, word)
+}
+
+/// Paired differences `a_s - b_s` over the seeds both have.
+fn paired(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> Vec<f64> {
+    a.iter().filter_map(|(seed, x)| b.get(seed).map(|y| x - y)).collect()
+}
+
+/// The paper-layout markdown of `grid`.
+pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
+    let ix = Index::new(grid);
+    let envs = super::distinct(grid.rows.iter().map(|r| r.axes[ix.env].clone()));
+    let students = super::distinct(grid.rows.iter().map(|r| r.axes[ix.student].clone()));
+    let methods = super::distinct(grid.rows.iter().map(|r| r.axes[ix.method].clone()));
+    let in_every_env =
+        |m: &String| envs.iter().all(|e| grid.rows.iter().any(|r| &r.axes[ix.method] == m && &r.axes[ix.env] == e));
+    let main_methods: Vec<String> = methods.iter().filter(|m| in_every_env(m)).cloned().collect();
+    let ablations: Vec<String> = methods.iter().filter(|m| !in_every_env(m)).cloned().collect();
+
+    let mut md = format!("# Results: the grid `{}`\n\n", grid.name);
+    md.push_str(
+        "Generated by `atod report`; do not edit by hand (the notes at the end come from the file named below). \
+         Success rates are in percent of evaluation episodes, as mean ± the half-width of the 95% Student-t \
+         confidence interval over seeds; n counts the seeds finished (in every environment, for averages). Every \
+         number is computed from `results.csv`, whose rows are read from each cell's `summary.json` under \
+         `cells/<id>/` beside its resolved config (`config.toml`), `metrics.jsonl` and `evals.jsonl`.\n\n",
+    );
+    md.push_str("## Regenerate\n\n");
+    for (what, command) in &inputs.commands {
+        let _ = writeln!(md, "{what}:\n\n```\n{command}\n```\n");
+    }
+
+    // Status and cost.
+    let count = |s: Status| grid.rows.iter().filter(|r| r.status == s).count();
+    let wall: f64 = ix.finished.iter().filter_map(|r| r.wall_seconds).sum();
+    md.push_str("## Cells and wall time\n\n");
+    let _ = writeln!(
+        md,
+        "{} cells: {} finished, {} failed, {} partial, {} pending. The finished cells' runs took {} in all \
+         (each run's own wall time, summed).",
+        grid.rows.len(),
+        count(Status::Finished),
+        count(Status::Failed),
+        count(Status::Partial),
+        count(Status::Pending),
+        super::format_duration(wall)
+    );
+    let sessions: Vec<(f64, u64, u64)> = inputs
+        .sessions
+        .iter()
+        .filter_map(|s| Some((s["seconds"].as_f64()?, s["trained"].as_u64()?, s["parallel"].as_u64()?)))
+        .collect();
+    if !sessions.is_empty() {
+        let total: f64 = sessions.iter().map(|s| s.0).sum();
+        let trained: u64 = sessions.iter().map(|s| s.1).sum();
+        let _ = write!(
+            md,
+            " The grid ran in {} invocation(s) of `atod grid` that took {} of wall-clock time and trained {trained} \
+             cells (with {} cells at once; `grid-log.jsonl`).",
+            sessions.len(),
+            super::format_duration(total),
+            sessions.iter().map(|s| s.2.to_string()).collect::<Vec<_>>().join("/")
+        );
+    }
+    md.push_str("\n\n");
+
+    // Table 1.
+    md.push_str("## Table 1 layout: average over environments\n\n");
+    let _ = writeln!(
+        md,
+        "Final success of each method and student, averaged over {} (per seed the mean over the environments, \
+         then mean ± 95% CI over the seeds). `vanilla (sft-init)` is the student before any online training.\n",
+        envs.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+    );
+    md.push_str(&method_table(&ix, &envs, &main_methods, &students));
+    for env in &envs {
+        let _ = writeln!(md, "\n### {}\n", display(env));
+        let env_methods: Vec<String> = methods
+            .iter()
+            .filter(|m| grid.rows.iter().any(|r| &r.axes[ix.method] == *m && &r.axes[ix.env] == env))
+            .cloned()
+            .collect();
+        md.push_str(&method_table(&ix, std::slice::from_ref(env), &env_methods, &students));
+    }
+
+    // The ablation.
+    if !ablations.is_empty() {
+        let ab_envs: Vec<String> = envs
+            .iter()
+            .filter(|e| grid.rows.iter().any(|r| ablations.contains(&r.axes[ix.method]) && &r.axes[ix.env] == *e))
+            .cloned()
+            .collect();
+        let _ = writeln!(
+            md,
+            "\n## Ablation ({})\n\nFinal success of ATOD and of each variant, and what removing the component \
+             cost: `atod` minus the variant, paired by seed (mean ± 95% CI; positive means the component \
+             helped).\n",
+            ab_envs.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+        );
+        let mut lines = vec![[vec!["variant".to_owned()], students.iter().map(|s| display(s)).collect()].concat()];
+        let atod: Vec<BTreeMap<String, f64>> = students.iter().map(|s| ix.per_seed(&ab_envs, "atod", s)).collect();
+        lines.push(
+            [
+                vec!["atod".to_owned()],
+                atod.iter().map(|xs| mean_ci(&xs.values().copied().collect::<Vec<_>>())).collect(),
+            ]
+            .concat(),
+        );
+        for method in &ablations {
+            let mut line = vec![method.clone()];
+            for (student, base) in students.iter().zip(&atod) {
+                let own = ix.per_seed(&ab_envs, method, student);
+                let xs: Vec<f64> = own.values().copied().collect();
+                line.push(format!("{} (Δ {})", mean_ci(&xs), mean_ci(&paired(base, &own))));
+            }
+            lines.push(line);
+        }
+        md.push_str(&markdown_table(&lines));
+    }
+
+    // The findings.
+    md.push_str("\n## The paper's findings, checked\n\n");
+    md.push_str(
+        "Each finding is a difference of final success in points, paired by seed and averaged over the \
+         environments (the teacher is one number per environment). It *holds* here when the 95% CI of the \
+         difference lies above 0, is *reversed* when it lies below, and is *not resolved* otherwise. The paper's \
+         students are matched to this grid's in size order.\n\n",
+    );
+    let mut lines = vec![["finding", "student", "paper", "here", "verdict"].map(str::to_owned).to_vec()];
+    let paper_of =
+        |method: &str, i: usize| PAPER_AVERAGE.iter().find(|(m, _)| *m == method).and_then(|(_, v)| v.get(i).copied());
+    for (i, student) in students.iter().enumerate() {
+        let size = PAPER_SIZES.get(i).map_or_else(String::new, |s| format!(" ({s} in the paper)"));
+        let atod = ix.per_seed(&envs, "atod", student);
+        for other in ["opd", "grpo", "sft-init"] {
+            if !main_methods.iter().any(|m| m == other) {
+                continue;
+            }
+            let diffs = paired(&atod, &ix.per_seed(&envs, other, student));
+            let (here, word) = verdict(&diffs);
+            let paper = match (paper_of("atod", i), paper_of(other, i)) {
+                (Some(a), Some(b)) => format!("{:+.2}", a - b),
+                _ => "–".to_owned(),
+            };
+            lines.push(vec![
+                format!("ATOD beats {}", label(other)),
+                format!("{student}{size}"),
+                paper,
+                here,
+                word.to_owned(),
+            ]);
+        }
+        if let Some(t) = ix.teacher(&envs) {
+            let diffs: Vec<f64> = atod.values().map(|x| x - t).collect();
+            let (here, word) = verdict(&diffs);
+            let paper = paper_of("atod", i).map_or_else(|| "–".to_owned(), |a| format!("{:+.2}", a - PAPER_TEACHER));
+            lines.push(vec![
+                "ATOD beats its teacher".to_owned(),
+                format!("{student}{size}"),
+                paper,
+                here,
+                word.to_owned(),
+            ]);
+        }
+    }
+    if !ablations.is_empty() {
+        let ab_envs: Vec<String> = envs
+            .iter()
+            .filter(|e| grid.rows.iter().any(|r| ablations.contains(&r.axes[ix.method]) && &r.axes[ix.env] == *e))
+            .cloned()
+            .collect();
+        for (i, student) in students.iter().enumerate() {
+            let size = PAPER_SIZES.get(i).map_or_else(String::new, |s| format!(" ({s} in the paper)"));
+            let atod = ix.per_seed(&ab_envs, "atod", student);
+            for (method, what, cost) in PAPER_ABLATION {
+                if !ablations.iter().any(|m| m == method) {
+                    continue;
+                }
+                let (here, word) = verdict(&paired(&atod, &ix.per_seed(&ab_envs, method, student)));
+                let paper = if i < 2 { format!("about +{cost:.0}") } else { "–".to_owned() };
+                lines.push(vec![
+                    format!("{what} costs points"),
+                    format!("{student}{size}"),
+                    paper,
+                    here,
+                    word.to_owned(),
+                ]);
+            }
+        }
+    }
+    md.push_str(&markdown_table(&lines));
+
+    // The learning curves.
+    if !inputs.plots.is_empty() {
+        md.push_str(
+            "\n## Learning curves\n\nSuccess on the evaluation split against the training step, one line per \
+             method, each point the mean over seeds.\n\n",
+        );
+        for plot in &inputs.plots {
+            let _ = writeln!(md, "![{plot}]({}{plot})", inputs.link_prefix);
+        }
+    }
+
+    if let Some(notes) = &inputs.notes {
+        md.push('\n');
+        md.push_str(notes.trim_end());
+        md.push('\n');
+    }
+    md
+}
+
+/// The link prefix from the directory of `markdown` to `grid_dir`, both given relative to the same working
+/// directory: `grid_dir` itself when `markdown` lies in the working directory, else `grid_dir` as given (an
+/// absolute path when either is absolute).
+pub fn link_prefix(markdown: &Path, grid_dir: &Path) -> String {
+    let parent = markdown.parent().filter(|p| !p.as_os_str().is_empty());
+    let prefix = match parent {
+        None => grid_dir.to_path_buf(),
+        Some(parent) => match grid_dir.strip_prefix(parent) {
+            Ok(rest) => rest.to_path_buf(),
+            Err(_) => std::path::absolute(grid_dir).unwrap_or_else(|_| grid_dir.to_path_buf()),
+        },
+    };
+    let text = prefix.to_string_lossy().replace('\\', "/");
+    if text.is_empty() || text.ends_with('/') {
+        text
+    } else {
+        format!("{text}/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn row(env: &str, method: &str, seed: u64, final_success: f64, teacher: f64) -> Row {
+        Row {
+            cell: format!("{env}-student-s-{method}-s{seed}"),
+            axes: vec![env.to_owned(), "student-s".to_owned(), method.to_owned(), seed.to_string()],
+            status: Status::Finished,
+            initial_success_rate: Some(0.1),
+            final_success_rate: Some(final_success),
+            teacher_success_rate: Some(teacher),
+            steps: Some(3),
+            wall_seconds: Some(60.0),
+        }
+    }
+
+    /// Two environments × {sft-init, opd, atod} × 3 seeds, and atod-const on `a` only. The expected numbers
+    /// below were worked out by hand: atod per seed (mean over a and b) 0.4, 0.5, 0.6: mean 50.00, sample sd
+    /// 0.1, half-width t(0.975, 2) 0.1 / sqrt(3) = 4.302653 × 0.057735 = 24.84 points; atod - opd per seed
+    /// 0.10, 0.10, 0.15: mean 11.67, sd 0.028868, half-width 7.17; atod - teacher (0.625) per seed -0.225,
+    /// -0.125, -0.025: -12.50 ± 24.84; atod - atod-const on a: 0, 0.1, 0.2: 10.00 ± 24.84.
+    fn grid() -> Grid {
+        let mut rows = Vec::new();
+        for (env, teacher, atod, opd) in
+            [("a", 0.75, [0.5, 0.6, 0.7], [0.4, 0.5, 0.6]), ("b", 0.5, [0.3, 0.4, 0.5], [0.2, 0.3, 0.3])]
+        {
+            for seed in 0..3 {
+                rows.push(row(env, "sft-init", seed, 0.1, teacher));
+                rows.push(row(env, "opd", seed, opd[seed as usize], teacher));
+                rows.push(row(env, "atod", seed, atod[seed as usize], teacher));
+            }
+        }
+        for seed in 0..3 {
+            rows.push(row("a", "atod-const", seed, 0.5, 0.75));
+        }
+        let mut pending = row("b", "opd", 3, 0.0, 0.5);
+        (pending.status, pending.final_success_rate) = (Status::Pending, None);
+        rows.push(pending);
+        Grid {
+            dir: PathBuf::from("results/g"),
+            name: "g".to_owned(),
+            config: Some("configs/g.toml".to_owned()),
+            columns: super::super::STANDARD_COLUMNS.iter().map(|c| c.to_string()).collect(),
+            rows,
+            evals: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn tables_findings_and_ablation_of_a_hand_computed_grid() {
+        let inputs = PaperInputs {
+            link_prefix: "results/g/".to_owned(),
+            plots: vec!["plot-a-student-s.svg".to_owned()],
+            notes: Some("## Notes\n\nby hand\n".to_owned()),
+            sessions: vec![serde_json::json!({"seconds": 3600.0, "trained": 21, "parallel": 2})],
+            commands: vec![("The grid".to_owned(), "atod grid --config configs/g.toml".to_owned())],
+        };
+        let md = render(&grid(), &inputs);
+        // The average table: the ablation, absent from b, is left out; the pending seed 3 is not counted.
+        assert!(md.contains("| vanilla (sft-init) | 10.00 ± 0.00 (n=3) |"), "{md}");
+        assert!(md.contains("| opd | 38.33 ± "), "{md}");
+        assert!(md.contains("| atod | 50.00 ± 24.84 (n=3) |"), "{md}");
+        assert!(md.contains("| teacher | 62.50 |"), "{md}");
+        let average = &md[md.find("## Table 1").unwrap()..md.find("### a").unwrap()];
+        assert!(!average.contains("atod-const"), "{average}");
+        // Per environment, the ablation appears where it ran.
+        let env_a = &md[md.find("### a").unwrap()..md.find("### b").unwrap()];
+        assert!(env_a.contains("| atod-const | 50.00 ± 0.00 (n=3) |"), "{env_a}");
+        assert!(env_a.contains("| atod | 60.00 ± 24.84 (n=3) |"), "{env_a}");
+        // The ablation table: atod minus the variant, paired by seed.
+        assert!(md.contains("| atod-const | 50.00 ± 0.00 (Δ 10.00 ± 24.84) |"), "{md}");
+        // The findings, with the paper's differences for its smallest student.
+        assert!(
+            md.contains(
+                "| ATOD beats opd | student-s (0.6B in the paper) | +2.89 | 11.67 ± 7.17 | holds (95% CI above 0) |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains(
+            "| ATOD beats vanilla (sft-init) | student-s (0.6B in the paper) | +63.96 | 40.00 ± 24.84 | holds"
+        ));
+        assert!(md.contains(
+            "| ATOD beats its teacher | student-s (0.6B in the paper) | +1.69 | -12.50 ± 24.84 | not resolved (95% CI spans 0) |"
+        ));
+        assert!(md.contains("| no annealing (constant α) costs points | student-s (0.6B in the paper) | about +7 | 10.00 ± 24.84 | not resolved"));
+        // Cost, curves, notes.
+        assert!(md.contains("22 cells: 21 finished, 0 failed, 0 partial, 1 pending"), "{md}");
+        assert!(md.contains("took 0 h 21 min (1260 s) in all"), "{md}");
+        assert!(md.contains("1 invocation(s) of `atod grid` that took 1 h 00 min (3600 s)"), "{md}");
+        assert!(md.contains("![plot-a-student-s.svg](results/g/plot-a-student-s.svg)"));
+        assert!(md.contains("```\natod grid --config configs/g.toml\n```"));
+        assert!(md.trim_end().ends_with("by hand"));
+    }
+
+    #[test]
+    fn verdicts_cover_every_case() {
+        assert_eq!(verdict(&[]).1, "no data");
+        assert_eq!(verdict(&[0.1]).1, "one seed only");
+        assert_eq!(verdict(&[0.0, 0.0, 0.0]).1, "no difference (every seed equal)");
+        assert_eq!(verdict(&[0.1, 0.1, 0.1]).1, "holds (95% CI above 0)");
+        assert_eq!(verdict(&[-0.1, -0.12, -0.11]).1, "reversed (95% CI below 0)");
+        assert_eq!(verdict(&[-0.1, 0.2, 0.0]).1, "not resolved (95% CI spans 0)");
+    }
+
+    #[test]
+    fn links_from_the_markdown_file_to_the_grid() {
+        assert_eq!(link_prefix(Path::new("RESULTS.md"), Path::new("results/g")), "results/g/");
+        assert_eq!(link_prefix(Path::new("results/R.md"), Path::new("results/g")), "g/");
+        assert_eq!(link_prefix(Path::new("results/g/R.md"), Path::new("results/g")), "");
+    }
+}
