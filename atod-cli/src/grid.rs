@@ -23,13 +23,17 @@
 //! [[grid.extra]]
 //! base = "webshop.toml"      # optional: this sub-grid's cells start from another base config
 //! axes = { env = ["webshop"] }
+//! set = { "loss.kappa" = "linear(1.0, 0.1, total)" }   # optional: keys set in its cells, not in their ids
 //! ```
 //!
 //! A `[[grid.extra]]` sub-grid takes the main `[axes]` and replaces (or adds) the axes it lists, so the example
 //! adds the two ablations on ALFWorld for every student and seed of the main grid; listing every axis with one
 //! value adds a single cell. A sub-grid with its own `base` builds its cells from that config instead of the main
 //! one: how one grid spans environments whose configs differ in more than a key or two (prompt budgets, the
-//! environment's own table). Cells of the main grid come first, then each sub-grid's in file order; a cell that
+//! environment's own table). A sub-grid's `set` sets dotted keys (any TOML value) in each of its cells without
+//! naming them in the ids, for a setting that belongs with some cells' values, such as a schedule that only the
+//! ATOD methods read; the cell's own axis values are set after them, and setting one key both ways is an error.
+//! A cell id reached from two sub-grids that would give it different configs is an error. Cells of the main grid come first, then each sub-grid's in file order; a cell that
 //! an earlier grid already holds (same id) is listed once. Unknown keys are errors that name the key and the file.
 //! Keys of the base config are split on `.`; a key whose own name contains a dot cannot be set.
 //!
@@ -100,6 +104,8 @@ pub struct SubGrid {
     pub axes: Vec<Axis>,
     /// Its own base config (path, table), when it names one.
     pub base: Option<(PathBuf, Table)>,
+    /// The keys `set` sets in its cells, in file order.
+    pub set: Vec<(String, Value)>,
 }
 
 /// One axis: a config key (or its shorthand) and the values it takes.
@@ -118,8 +124,8 @@ pub struct Cell {
     pub id: String,
     /// (axis key, value) in id order.
     pub values: Vec<(String, Value)>,
-    /// Which base config the cell starts from: 0 the grid's, i + 1 that of `extra[i]` when it names one.
-    pub base: usize,
+    /// The (sub-)grid the cell comes from: 0 the main grid, i + 1 `extra[i]`.
+    pub sub: usize,
 }
 
 /// `<out>/grid.json`: what `atod report` knows of a grid beyond its cells' own files.
@@ -178,7 +184,10 @@ struct GridSection {
 #[serde(deny_unknown_fields)]
 struct ExtraSection {
     base: Option<PathBuf>,
+    #[serde(default)]
     axes: Table,
+    #[serde(default)]
+    set: Table,
 }
 
 impl GridConfig {
@@ -226,8 +235,12 @@ impl GridConfig {
                 }
             }
             sort_axes(&mut merged);
+            if let Some(key) = section.set.keys().find(|k| merged.iter().any(|a| config_key(&a.key) == k.as_str())) {
+                bail!("grid config {file}: grid.extra[{i}] both sets `{key}` and has it as an axis");
+            }
             let base = section.base.as_deref().map(&mut read_base).transpose()?;
-            extra.push(SubGrid { axes: merged, base });
+            let set = section.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            extra.push(SubGrid { axes: merged, base, set });
         }
         let (base_path, base) = read_base(&raw.grid.base)?;
         let out = raw.grid.out.unwrap_or_else(|| Path::new("runs").join(&raw.grid.name));
@@ -243,16 +256,18 @@ impl GridConfig {
     /// The cells of the main grid and then of each sub-grid, without repeats.
     pub fn cells(&self) -> anyhow::Result<Vec<Cell>> {
         let mut cells: Vec<Cell> = Vec::new();
-        let subgrids =
-            self.extra.iter().enumerate().map(|(i, sub)| (&sub.axes, if sub.base.is_some() { i + 1 } else { 0 }));
-        for (axes, base) in std::iter::once((&self.axes, 0)).chain(subgrids) {
+        let subgrids = self.extra.iter().enumerate().map(|(i, sub)| (&sub.axes, i + 1));
+        for (axes, sub) in std::iter::once((&self.axes, 0)).chain(subgrids) {
             for mut cell in expand(axes) {
-                cell.base = base;
+                cell.sub = sub;
                 match cells.iter().find(|c| c.id == cell.id) {
                     None => cells.push(cell),
-                    Some(existing) if existing.values == cell.values && existing.base == cell.base => {}
+                    Some(existing)
+                        if existing.values == cell.values
+                            && self.cell_config(existing)? == self.cell_config(&cell)? => {}
                     Some(existing) if existing.values == cell.values => bail!(
-                        "grid config {}: the cell {} is in two sub-grids with different base configs ({} and {})",
+                        "grid config {}: the cell {} is in two sub-grids that give it different configs (base {} \
+                         and base {}, or their `set` keys)",
                         self.path.display(),
                         cell.id,
                         self.base_of(existing).0.display(),
@@ -274,7 +289,7 @@ impl GridConfig {
 
     /// The base config (path, table) that `cell` starts from.
     pub fn base_of(&self, cell: &Cell) -> (&Path, &Table) {
-        match cell.base.checked_sub(1).and_then(|i| self.extra.get(i)).and_then(|sub| sub.base.as_ref()) {
+        match cell.sub.checked_sub(1).and_then(|i| self.extra.get(i)).and_then(|sub| sub.base.as_ref()) {
             Some((path, table)) => (path, table),
             None => (&self.base_path, &self.base),
         }
@@ -284,6 +299,16 @@ impl GridConfig {
     pub fn cell_config(&self, cell: &Cell) -> anyhow::Result<Table> {
         let (base_path, base) = self.base_of(cell);
         let mut table = base.clone();
+        let set = cell.sub.checked_sub(1).and_then(|i| self.extra.get(i)).map_or(&[][..], |sub| &sub.set[..]);
+        for (key, value) in set {
+            set_dotted(&mut table, key, value.clone()).map_err(|e| {
+                anyhow!(
+                    "grid config {}: set {key}: {e} in the base config {}",
+                    self.path.display(),
+                    base_path.display()
+                )
+            })?;
+        }
         for (key, value) in &cell.values {
             set_dotted(&mut table, config_key(key), value.clone()).map_err(|e| {
                 anyhow!(
@@ -340,7 +365,7 @@ pub fn expand(axes: &[Axis]) -> Vec<Cell> {
             })
             .collect();
     }
-    combos.into_iter().map(|values| Cell { id: cell_id(&values), values, base: 0 }).collect()
+    combos.into_iter().map(|values| Cell { id: cell_id(&values), values, sub: 0 }).collect()
 }
 
 /// The id of a cell with these (axis, value) pairs, in the order given.
@@ -707,6 +732,30 @@ lr = 1e-4
     }
 
     #[test]
+    fn a_sub_grids_set_keys_reach_its_cells_but_not_their_ids() {
+        let grid = format!(
+            "{HEAD}[axes]\nmethod = [\"opd\"]\n\
+             [[grid.extra]]\naxes = {{ method = [\"atod\"] }}\nset = {{ \"loss.kappa\" = \"linear(1, 0.1, total)\", \"train.steps\" = 3 }}\n"
+        );
+        let config = parse(&grid).unwrap();
+        let cells = config.cells().unwrap();
+        assert_eq!(cells.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["opd", "atod"]);
+        let (opd, atod) = (config.cell_config(&cells[0]).unwrap(), config.cell_config(&cells[1]).unwrap());
+        assert!(opd.get("loss").is_none());
+        assert_eq!(opd["train"]["steps"].as_integer(), Some(10));
+        assert_eq!(atod["loss"]["kappa"].as_str(), Some("linear(1, 0.1, total)"));
+        assert_eq!(atod["train"]["steps"].as_integer(), Some(3));
+
+        // A key both set and an axis is refused; so is one cell id given two configs.
+        let both = format!("{HEAD}[[grid.extra]]\naxes = {{ seed = [1] }}\nset = {{ seed = 2 }}\n");
+        assert!(error(&both).contains("both sets `seed` and has it as an axis"), "{}", error(&both));
+        let twice = format!(
+            "{HEAD}[axes]\nmethod = [\"atod\"]\n[[grid.extra]]\naxes = {{ method = [\"atod\"] }}\nset = {{ \"train.steps\" = 3 }}\n"
+        );
+        assert!(error(&twice).contains("in two sub-grids that give it different configs"), "{}", error(&twice));
+    }
+
+    #[test]
     fn a_sub_grid_with_its_own_base_builds_its_cells_from_it() {
         let grid = format!(
             "{HEAD}[axes]\nenv = [\"alfworld\"]\nseed = [0, 1]\n\
@@ -741,7 +790,7 @@ lr = 1e-4
         })
         .and_then(|c| c.cells())
         .unwrap_err();
-        assert!(format!("{err:#}").contains("in two sub-grids with different base configs"), "{err:#}");
+        assert!(format!("{err:#}").contains("in two sub-grids that give it different configs"), "{err:#}");
     }
 
     #[test]

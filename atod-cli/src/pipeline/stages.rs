@@ -60,16 +60,23 @@ pub fn resolve(
     let start = Instant::now();
     loop {
         match fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
-            Ok(_) => break,
+            Ok(mut file) => {
+                use std::io::Write as _;
+                // The builder's pid, so that a waiter can tell a lock whose builder was killed (Ctrl-C on a grid).
+                let _ = writeln!(file, "{}", std::process::id());
+                break;
+            }
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
                 if done.exists() {
                     return Ok(Stage { dir, key: key.to_owned(), built: false });
                 }
-                // A lock older than two hours belongs to a builder that died.
-                let stale = fs::metadata(&lock)
-                    .and_then(|m| m.modified())
-                    .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(7200))
-                    .unwrap_or(false);
+                // A lock whose builder is no longer running (where the system says, through /proc), or older
+                // than two hours, belongs to a builder that died.
+                let stale = builder_is_gone(&lock)
+                    || fs::metadata(&lock)
+                        .and_then(|m| m.modified())
+                        .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(7200))
+                        .unwrap_or(false);
                 if stale {
                     let _ = fs::remove_file(&lock);
                     continue;
@@ -95,6 +102,14 @@ pub fn resolve(
     let _ = fs::remove_file(&lock);
     let built = result.with_context(|| format!("building stage {}", dir.display()))?;
     Ok(Stage { dir, key: key.to_owned(), built })
+}
+
+/// Whether the process that wrote the lock file `lock` (its pid is the file's text) is known to have exited:
+/// only where `/proc` lists processes, and never for a lock still being written (no pid yet).
+fn builder_is_gone(lock: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(lock) else { return false };
+    let Ok(pid) = text.trim().parse::<u32>() else { return false };
+    Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.to_string()).exists()
 }
 
 /// The demonstrations of a config: `demos-<key>/demos.jsonl`.
@@ -166,4 +181,33 @@ pub fn sft(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<Stage> 
     resolve(&stages_dir(&config.stages_dir), "sft", &key, |dir| {
         super::sft::train(registry, config, &demos.dir.join("demos.jsonl"), tokenizer.clone(), dir)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_left_by_a_killed_builder_is_taken_over() {
+        let root = tempfile::tempdir().unwrap();
+        let lock = root.path().join("demo-k.lock");
+        // A lock still being written, or held by a live process (this one), is respected.
+        fs::write(&lock, "").unwrap();
+        assert!(!builder_is_gone(&lock));
+        fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+        assert!(!builder_is_gone(&lock));
+        // The lock of a process that has exited is stale: the stage is built at once instead of in two hours.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        fs::write(&lock, format!("{pid}\n")).unwrap();
+        if !Path::new("/proc/self").exists() {
+            return; // no process list to consult here
+        }
+        assert!(builder_is_gone(&lock));
+        let stage = resolve(root.path(), "demo", "k", |dir| Ok(fs::write(dir.join("x"), "built")?)).unwrap();
+        assert!(stage.built);
+        assert_eq!(fs::read_to_string(stage.dir.join("x")).unwrap(), "built");
+        assert!(!lock.exists(), "the builder removes its lock");
+    }
 }
