@@ -68,7 +68,28 @@ pub struct Row {
     pub steps: Option<u64>,
     /// Wall time of the run.
     pub wall_seconds: Option<f64>,
+    /// The first and the last evaluation's other measures (finished cells only): what success alone hides when
+    /// it is 0 everywhere.
+    pub initial_eval: Option<EvalMeasures>,
+    /// See `initial_eval`.
+    pub final_eval: Option<EvalMeasures>,
 }
+
+/// An evaluation's measures besides its success rate.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EvalMeasures {
+    /// Mean final score (the environment's partial credit: WebShop's attribute match, say).
+    pub mean_score: f64,
+    /// Fraction of responses the environment could not parse as an action.
+    pub invalid_action_rate: f64,
+}
+
+/// How a measure is read off `EvalMeasures`.
+pub type Measure = fn(&EvalMeasures) -> f64;
+
+/// The measures of `results.csv` beyond success, in column order, each with how it is read off `EvalMeasures`.
+pub const MEASURE_COLUMNS: [(&str, Measure); 2] =
+    [("mean_score", |m| m.mean_score), ("invalid_action_rate", |m| m.invalid_action_rate)];
 
 /// One evaluation of a run: a point of its learning curve.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +100,8 @@ pub struct EvalPoint {
     pub split: String,
     /// Fraction of episodes won.
     pub success_rate: f64,
+    /// The other measures, when the line has them.
+    pub measures: Option<EvalMeasures>,
 }
 
 /// A grid directory, read.
@@ -146,8 +169,17 @@ pub fn load_grid(dir: &Path) -> anyhow::Result<Grid> {
     let mut evals = BTreeMap::new();
     for (id, axes) in ids {
         let cell_dir = cells_dir.join(&id);
-        rows.push(read_row(&cell_dir, &id, &columns, &axes)?);
-        evals.insert(id, read_evals(&cell_dir.join("evals.jsonl"))?);
+        let mut row = read_row(&cell_dir, &id, &columns, &axes)?;
+        let cell_evals = read_evals(&cell_dir.join("evals.jsonl"))?;
+        if row.status == Status::Finished {
+            // The first and the last evaluation of the split evaluated first (the one the success rates are of).
+            let split = cell_evals.first().map(|e| e.split.clone());
+            let of_split: Vec<&EvalPoint> = cell_evals.iter().filter(|e| Some(&e.split) == split.as_ref()).collect();
+            row.initial_eval = of_split.iter().filter(|e| e.step == 0).find_map(|e| e.measures);
+            row.final_eval = of_split.iter().max_by_key(|e| e.step).and_then(|e| e.measures);
+        }
+        rows.push(row);
+        evals.insert(id, cell_evals);
     }
     let name = match &manifest {
         Some(m) => m.name.clone(),
@@ -188,6 +220,10 @@ pub fn render_csv(columns: &[String], rows: &[Row]) -> String {
         ["status", "initial_success_rate", "final_success_rate", "teacher_success_rate", "steps", "wall_seconds"]
             .map(str::to_owned),
     );
+    for (name, _) in MEASURE_COLUMNS {
+        header.push(format!("initial_{name}"));
+        header.push(format!("final_{name}"));
+    }
     let mut out = csv_line(&header);
     for row in rows {
         let mut fields = vec![row.cell.clone()];
@@ -198,6 +234,11 @@ pub fn render_csv(columns: &[String], rows: &[Row]) -> String {
         }
         fields.push(row.steps.map_or_else(String::new, |s| s.to_string()));
         fields.push(row.wall_seconds.map_or_else(String::new, |s| s.to_string()));
+        for (_, get) in MEASURE_COLUMNS {
+            for eval in [&row.initial_eval, &row.final_eval] {
+                fields.push(eval.as_ref().map_or_else(String::new, |m| get(m).to_string()));
+            }
+        }
         out.push_str(&csv_line(&fields));
     }
     out
@@ -219,6 +260,10 @@ pub fn rows_json(columns: &[String], rows: &[Row]) -> Value {
                 object.insert("teacher_success_rate".into(), json!(row.teacher_success_rate));
                 object.insert("steps".into(), json!(row.steps));
                 object.insert("wall_seconds".into(), json!(row.wall_seconds));
+                for (name, get) in MEASURE_COLUMNS {
+                    object.insert(format!("initial_{name}"), json!(row.initial_eval.as_ref().map(get)));
+                    object.insert(format!("final_{name}"), json!(row.final_eval.as_ref().map(get)));
+                }
                 Value::Object(object)
             })
             .collect(),
@@ -490,6 +535,8 @@ fn read_row(dir: &Path, id: &str, columns: &[String], axes: &BTreeMap<String, St
         teacher_success_rate: number("teacher_success_rate"),
         steps: summary.as_ref().filter(|_| finished).and_then(|s| s["steps"].as_u64()),
         wall_seconds: number("wall_seconds"),
+        initial_eval: None,
+        final_eval: None,
     })
 }
 
@@ -502,6 +549,12 @@ fn read_evals(path: &Path) -> anyhow::Result<Vec<EvalPoint>> {
                 step: e["step"].as_u64()?,
                 split: e["split"].as_str()?.to_owned(),
                 success_rate: e["success_rate"].as_f64()?,
+                measures: match (e["mean_score"].as_f64(), e["invalid_action_rate"].as_f64()) {
+                    (Some(mean_score), Some(invalid_action_rate)) => {
+                        Some(EvalMeasures { mean_score, invalid_action_rate })
+                    }
+                    _ => None,
+                },
             })
         })
         .collect())
@@ -632,9 +685,11 @@ mod tests {
         let evals: String = [(0, initial), (2, (initial + last) / 2.0), (4, last)]
             .iter()
             .map(|(step, success)| {
+                // The score follows the success; the invalid rate falls 0.4, 0.3, 0.2 over the three evaluations.
+                let invalid = 0.4 - f64::from(*step) * 0.05;
                 format!(
                     "{{\"step\": {step}, \"split\": \"valid\", \"episodes\": 32, \"success_rate\": {success}, \
-                     \"mean_score\": 0.3, \"mean_return\": 1.0, \"mean_turns\": 5.0, \"invalid_action_rate\": 0.1}}\n"
+                     \"mean_score\": {success}, \"mean_return\": 1.0, \"mean_turns\": 5.0, \"invalid_action_rate\": {invalid}}}\n"
                 )
             })
             .collect();
@@ -681,19 +736,19 @@ mod tests {
         fabricate_grid(dir.path());
         let mut grid = load_grid(dir.path()).unwrap();
         expect![[r#"
-            cell,env,student,method,seed,status,initial_success_rate,final_success_rate,teacher_success_rate,steps,wall_seconds
-            alfworld-student-s-atod-s0,alfworld,student-s,atod,0,finished,0.1,0.5,0.75,4,100
-            alfworld-student-s-atod-s1,alfworld,student-s,atod,1,finished,0.11,0.6,0.75,4,100
-            alfworld-student-s-atod-s2,alfworld,student-s,atod,2,finished,0.12,0.7,0.75,4,100
-            alfworld-student-s-grpo-s0,alfworld,student-s,grpo,0,finished,0.1,0.2,0.75,4,100
-            alfworld-student-s-grpo-s1,alfworld,student-s,grpo,1,finished,0.11,0.2,0.75,4,100
-            alfworld-student-s-grpo-s2,alfworld,student-s,grpo,2,finished,0.12,0.2,0.75,4,100
-            webshop-student-s-atod-s0,webshop,student-s,atod,0,finished,0.1,0.3,0.5,4,100
-            webshop-student-s-atod-s1,webshop,student-s,atod,1,finished,0.11,0.4,0.5,4,100
-            webshop-student-s-atod-s2,webshop,student-s,atod,2,finished,0.12,0.5,0.5,4,100
-            webshop-student-s-grpo-s0,webshop,student-s,grpo,0,finished,0.1,0.1,0.5,4,100
-            webshop-student-s-grpo-s1,webshop,student-s,grpo,1,failed,,,,,
-            webshop-student-s-grpo-s2,webshop,student-s,grpo,2,pending,,,,,
+            cell,env,student,method,seed,status,initial_success_rate,final_success_rate,teacher_success_rate,steps,wall_seconds,initial_mean_score,final_mean_score,initial_invalid_action_rate,final_invalid_action_rate
+            alfworld-student-s-atod-s0,alfworld,student-s,atod,0,finished,0.1,0.5,0.75,4,100,0.1,0.5,0.4,0.2
+            alfworld-student-s-atod-s1,alfworld,student-s,atod,1,finished,0.11,0.6,0.75,4,100,0.11,0.6,0.4,0.2
+            alfworld-student-s-atod-s2,alfworld,student-s,atod,2,finished,0.12,0.7,0.75,4,100,0.12,0.7,0.4,0.2
+            alfworld-student-s-grpo-s0,alfworld,student-s,grpo,0,finished,0.1,0.2,0.75,4,100,0.1,0.2,0.4,0.2
+            alfworld-student-s-grpo-s1,alfworld,student-s,grpo,1,finished,0.11,0.2,0.75,4,100,0.11,0.2,0.4,0.2
+            alfworld-student-s-grpo-s2,alfworld,student-s,grpo,2,finished,0.12,0.2,0.75,4,100,0.12,0.2,0.4,0.2
+            webshop-student-s-atod-s0,webshop,student-s,atod,0,finished,0.1,0.3,0.5,4,100,0.1,0.3,0.4,0.2
+            webshop-student-s-atod-s1,webshop,student-s,atod,1,finished,0.11,0.4,0.5,4,100,0.11,0.4,0.4,0.2
+            webshop-student-s-atod-s2,webshop,student-s,atod,2,finished,0.12,0.5,0.5,4,100,0.12,0.5,0.4,0.2
+            webshop-student-s-grpo-s0,webshop,student-s,grpo,0,finished,0.1,0.1,0.5,4,100,0.1,0.1,0.4,0.2
+            webshop-student-s-grpo-s1,webshop,student-s,grpo,1,failed,,,,,,,,,
+            webshop-student-s-grpo-s2,webshop,student-s,grpo,2,pending,,,,,,,,,
         "#]].assert_eq(&render_csv(&grid.columns, &grid.rows));
         (grid.dir, grid.name) = (PathBuf::from("runs/g"), "g".to_owned());
         let plots = render_plots(&grid);
@@ -766,7 +821,7 @@ mod tests {
         assert_eq!(grid.rows.iter().map(|r| r.cell.as_str()).collect::<Vec<_>>(), ["b", "a"]);
         let csv = fs::read_to_string(&written.csv).unwrap();
         assert!(csv.starts_with("cell,env,student,method,seed,train.steps,status,"), "{csv}");
-        assert!(csv.contains("\nb,counter,student-s,atod,0,8,finished,0.1,0.9,0.5,4,100\n"), "{csv}");
+        assert!(csv.contains("\nb,counter,student-s,atod,0,8,finished,0.1,0.9,0.5,4,100,0.1,0.9,0.4,0.2\n"), "{csv}");
         let md = fs::read_to_string(&written.markdown).unwrap();
         assert!(
             md.contains("atod grid --config configs/g.toml")

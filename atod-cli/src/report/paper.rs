@@ -80,13 +80,24 @@ impl<'a> Index<'a> {
     /// Per seed (in seed order), the final success of (method, student) averaged over `envs`; a seed counts only
     /// when every one of `envs` has it finished.
     fn per_seed(&self, envs: &[String], method: &str, student: &str) -> BTreeMap<String, f64> {
+        self.per_seed_of(envs, method, student, |r| r.final_success_rate)
+    }
+
+    /// `per_seed` of any measure of a row.
+    fn per_seed_of(
+        &self,
+        envs: &[String],
+        method: &str,
+        student: &str,
+        measure: impl Fn(&Row) -> Option<f64>,
+    ) -> BTreeMap<String, f64> {
         let mut by_seed: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for row in &self.finished {
             if row.axes[self.method] == method
                 && row.axes[self.student] == student
                 && envs.contains(&row.axes[self.env])
             {
-                if let Some(x) = row.final_success_rate {
+                if let Some(x) = measure(row) {
                     by_seed.entry(row.axes[self.seed].clone()).or_default().push(x);
                 }
             }
@@ -129,6 +140,22 @@ fn method_table(ix: &Index, envs: &[String], methods: &[String], students: &[Str
     }
     if let Some(t) = ix.teacher(envs) {
         lines.push([vec!["teacher".to_owned()], vec![pct(t); students.len()]].concat());
+    }
+    markdown_table(&lines)
+}
+
+/// A (methods × students) table of a measure after training over one environment.
+fn measure_table(ix: &Index, env: &str, methods: &[String], students: &[String], measure: super::Measure) -> String {
+    let envs = [env.to_owned()];
+    let mut lines = vec![[vec!["method".to_owned()], students.iter().map(|s| display(s)).collect()].concat()];
+    for method in methods {
+        let mut line = vec![label(method)];
+        for student in students {
+            let xs: Vec<f64> =
+                ix.per_seed_of(&envs, method, student, |r| r.final_eval.as_ref().map(measure)).into_values().collect();
+            line.push(if xs.is_empty() { "–".to_owned() } else { mean_ci(&xs) });
+        }
+        lines.push(line);
     }
     markdown_table(&lines)
 }
@@ -337,6 +364,25 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
     }
     md.push_str(&markdown_table(&lines));
 
+    // Beyond success.
+    md.push_str(
+        "\n## Beyond success: invalid actions and score\n\nWhere every success rate is 0, these still move. Each \
+         cell is the last evaluation's value (percent, mean ± 95% CI over seeds; the vanilla row is the students \
+         before training): the fraction of responses the environment could not parse as an action, and the mean \
+         final score (the environment's partial credit: WebShop's attribute match; success itself elsewhere).\n",
+    );
+    for (name, measure) in super::MEASURE_COLUMNS {
+        for env in &envs {
+            let env_methods: Vec<String> = methods
+                .iter()
+                .filter(|m| grid.rows.iter().any(|r| &r.axes[ix.method] == *m && &r.axes[ix.env] == env))
+                .cloned()
+                .collect();
+            let _ = writeln!(md, "\n### {} · `{name}` after training\n", display(env));
+            md.push_str(&measure_table(&ix, env, &env_methods, &students, measure));
+        }
+    }
+
     // The learning curves.
     if !inputs.plots.is_empty() {
         md.push_str(
@@ -391,6 +437,11 @@ mod tests {
             teacher_success_rate: Some(teacher),
             steps: Some(3),
             wall_seconds: Some(60.0),
+            initial_eval: None,
+            final_eval: Some(super::super::EvalMeasures {
+                mean_score: final_success,
+                invalid_action_rate: 0.5 - final_success / 2.0,
+            }),
         }
     }
 
@@ -470,6 +521,9 @@ mod tests {
         assert!(md.contains("![plot-a-student-s.svg](results/g/plot-a-student-s.svg)"));
         assert!(md.contains("```\natod grid --config configs/g.toml\n```"));
         assert!(md.trim_end().ends_with("by hand"));
+        // Beyond success: invalid rate 0.5 - success / 2 per cell, so atod on a (0.5, 0.6, 0.7) gives 20.00 ± 12.42.
+        let invalid_a = &md[md.find("### a · `invalid_action_rate` after training").unwrap()..];
+        assert!(invalid_a.contains("| atod | 20.00 ± 12.42 |"), "{invalid_a}");
     }
 
     #[test]
