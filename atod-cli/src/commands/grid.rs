@@ -43,7 +43,7 @@ pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the atod executable for the cells")?;
     let mut jobs = Vec::new();
     let mut skipped = 0;
-    for cell in &cells {
+    for cell in config.training_order(&cells) {
         let dir = cells_dir.join(&cell.id);
         let text = toml::to_string(&config.cell_config(cell)?)?;
         let cell_toml = dir.join("cell.toml");
