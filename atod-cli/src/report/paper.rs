@@ -364,6 +364,28 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
     }
     md.push_str(&markdown_table(&lines));
 
+    // The same comparisons on the invalid-action rate, which moves where success does not.
+    md.push_str(
+        "\nThe same comparisons on the last evaluation's invalid-action rate, where lower is better: the \
+         difference is the other method's rate minus ATOD's, so that a positive difference again favours ATOD (not \
+         a finding of the paper, which does not report the rate).\n\n",
+    );
+    let mut lines =
+        vec![["ATOD has fewer invalid actions than", "student", "here", "verdict"].map(str::to_owned).to_vec()];
+    let invalid = |r: &Row| r.final_eval.as_ref().map(|m| m.invalid_action_rate);
+    for student in &students {
+        let atod = ix.per_seed_of(&envs, "atod", student, invalid);
+        for other in ["opd", "grpo", "sft-init"] {
+            if !main_methods.iter().any(|m| m == other) {
+                continue;
+            }
+            let diffs = paired(&ix.per_seed_of(&envs, other, student, invalid), &atod);
+            let (here, word) = verdict(&diffs);
+            lines.push(vec![label(other), student.clone(), here, word.to_owned()]);
+        }
+    }
+    md.push_str(&markdown_table(&lines));
+
     // Beyond success.
     md.push_str(
         "\n## Beyond success: invalid actions and score\n\nWhere every success rate is 0, these still move. Each \
@@ -521,6 +543,8 @@ mod tests {
         assert!(md.contains("![plot-a-student-s.svg](results/g/plot-a-student-s.svg)"));
         assert!(md.contains("```\natod grid --config configs/g.toml\n```"));
         assert!(md.trim_end().ends_with("by hand"));
+        // opd's invalid rate is 0.5 - success / 2 too: opd - atod = (atod - opd) / 2 per seed, 5.83 ± 3.59.
+        assert!(md.contains("| opd | student-s | 5.83 ± 3.59 | holds (95% CI above 0) |"), "{md}");
         // Beyond success: invalid rate 0.5 - success / 2 per cell, so atod on a (0.5, 0.6, 0.7) gives 20.00 ± 12.42.
         let invalid_a = &md[md.find("### a · `invalid_action_rate` after training").unwrap()..];
         assert!(invalid_a.contains("| atod | 20.00 ± 12.42 |"), "{invalid_a}");
