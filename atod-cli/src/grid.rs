@@ -542,6 +542,18 @@ pub fn run_jobs(jobs: Vec<Job>, parallel: usize, mut on_event: impl FnMut(Event)
     loop {
         while running.len() < parallel.max(1) {
             let Some(mut job) = pending.next() else { break };
+            // Another process (a second `atod grid` over the same cells, say) may have finished it meanwhile.
+            if cell_state(&job.dir) == CellState::Finished {
+                let outcome = Outcome {
+                    id: job.id.clone(),
+                    success: true,
+                    status: "finished meanwhile by another process; not run again".to_owned(),
+                    log_tail: String::new(),
+                };
+                on_event(Event::Ended(&outcome, &running_ids(&running)));
+                outcomes.push(outcome);
+                continue;
+            }
             match start(&mut job) {
                 Ok(child) => {
                     running.push((job, child));
@@ -602,6 +614,13 @@ fn start(job: &mut Job) -> anyhow::Result<Child> {
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    // A cell another process has started since the job was planned continues from its checkpoint.
+    if cell_state(&job.dir) == CellState::Partial
+        && job.command.get_args().any(|a| a == "train")
+        && !job.command.get_args().any(|a| a == "--resume")
+    {
+        job.command.arg("--resume");
+    }
     writeln!(log, "== atod grid, unix time {}: {:?}", since_epoch.as_secs(), job.command)?;
     let stderr = log.try_clone()?;
     job.command
@@ -1018,5 +1037,12 @@ coef = 0.5
         let log = fs::read_to_string(dir.path().join("ok/log.txt")).unwrap();
         assert!(log.starts_with("== atod grid") && log.ends_with("out\nerr\n"), "{log}");
         assert!(!dir.path().join("ok/failed").exists());
+
+        // A cell finished by another process after the job was planned is not run again.
+        fs::create_dir_all(dir.path().join("done")).unwrap();
+        fs::write(dir.path().join("done/summary.json"), r#"{"status": "finished"}"#).unwrap();
+        let outcomes = run_jobs(vec![job("done", "echo ran > ran.txt; exit 1")], 1, |_| {});
+        assert!(outcomes[0].success && outcomes[0].status.contains("finished meanwhile"), "{outcomes:?}");
+        assert!(!dir.path().join("done/log.txt").exists());
     }
 }

@@ -106,7 +106,7 @@ pub fn resolve(
 
 /// Whether the process that wrote the lock file `lock` (its pid is the file's text) is known to have exited:
 /// only where `/proc` lists processes, and never for a lock still being written (no pid yet).
-fn builder_is_gone(lock: &Path) -> bool {
+pub(crate) fn builder_is_gone(lock: &Path) -> bool {
     let Ok(text) = fs::read_to_string(lock) else { return false };
     let Ok(pid) = text.trim().parse::<u32>() else { return false };
     Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.to_string()).exists()

@@ -96,6 +96,48 @@ pub fn run(registry: &Registry, config: &TrainConfig, out: &Path, resume: bool) 
     }
 }
 
+/// `<out>/run.lock`, held while a process trains into `out`: two processes training one run (a grid and a second
+/// grid over the same cells, say) would interleave their metrics and checkpoints. It holds the owner's pid, so
+/// that the lock of a process that was killed is taken over.
+struct RunLock(PathBuf);
+
+impl RunLock {
+    fn acquire(out: &Path) -> anyhow::Result<RunLock> {
+        let path = out.join("run.lock");
+        for _ in 0..2 {
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    use std::io::Write as _;
+                    writeln!(file, "{}", std::process::id())?;
+                    return Ok(RunLock(path));
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if stages::builder_is_gone(&path) {
+                        let _ = fs::remove_file(&path);
+                        continue;
+                    }
+                    let owner = fs::read_to_string(&path).unwrap_or_default();
+                    bail!(
+                        "{} is being trained by another process (pid {}); wait for it to end, or delete {} if no such \
+                         process is running",
+                        out.display(),
+                        owner.trim(),
+                        path.display()
+                    );
+                }
+                Err(err) => return Err(err).with_context(|| format!("cannot create {}", path.display())),
+            }
+        }
+        bail!("cannot take {}", path.display())
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
 fn latest_checkpoint(out: &Path) -> Option<(u64, PathBuf)> {
     let dir = out.join("checkpoints");
     fs::read_dir(&dir)
@@ -154,6 +196,7 @@ where
         bail!("{} already holds a run; pass --resume to continue it", out.display());
     }
     fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let _lock = RunLock::acquire(out)?;
     checkpoint::write_file_atomic(&out.join("config.toml"), toml::to_string(config)?.as_bytes())?;
 
     // The stages: demonstrations, tokenizer, teacher and student initialisation.
@@ -539,4 +582,30 @@ fn save_checkpoint<B: AutodiffBackend + HotPathBackend>(
         let _ = fs::remove_dir_all(old);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_process_at_a_time_trains_into_a_run_directory() {
+        let out = tempfile::tempdir().unwrap();
+        let lock = RunLock::acquire(out.path()).unwrap();
+        let text = fs::read_to_string(out.path().join("run.lock")).unwrap();
+        assert_eq!(text.trim(), std::process::id().to_string());
+        let err = format!("{:#}", RunLock::acquire(out.path()).err().expect("a second holder is refused"));
+        assert!(err.contains("is being trained by another process"), "{err}");
+        drop(lock);
+        assert!(!out.path().join("run.lock").exists(), "dropping the lock removes it");
+
+        // The lock of a process that was killed is taken over (where /proc tells).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        fs::write(out.path().join("run.lock"), format!("{pid}\n")).unwrap();
+        if Path::new("/proc/self").exists() {
+            let _lock = RunLock::acquire(out.path()).unwrap();
+        }
+    }
 }
