@@ -24,8 +24,19 @@ pub const PAPER_AVERAGE: [(&str, [f64; 3]); 4] = [
 ];
 /// The paper's teachers, averaged the same way.
 pub const PAPER_TEACHER: f64 = 68.93;
-/// The paper's student sizes, matched to the grid's students in axis order.
+/// The paper's student sizes, matched to atod's presets `student-s`, `student-m` and `student-l`, and to other
+/// students by their order on the axis.
 pub const PAPER_SIZES: [&str; 3] = ["0.6B", "1.7B", "4B"];
+
+/// The index into `PAPER_SIZES` (and the paper's columns) of the grid's `i`-th student `student`.
+fn paper_index(student: &str, i: usize) -> usize {
+    match student {
+        "student-s" => 0,
+        "student-m" => 1,
+        "student-l" => 2,
+        _ => i,
+    }
+}
 /// The ALFWorld ablation: what removing each component cost the paper's two small students, in points (read
 /// off its ablation table, so approximate).
 pub const PAPER_ABLATION: [(&str, &str, f64); 3] = [
@@ -298,12 +309,14 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
         "Each finding is a difference of final success in points, paired by seed and averaged over the \
          environments (the teacher is one number per environment). It *holds* here when the 95% CI of the \
          difference lies above 0, is *reversed* when it lies below, and is *not resolved* otherwise. The paper's \
-         students are matched to this grid's in size order.\n\n",
+         0.6B, 1.7B and 4B students are matched to `student-s`, `student-m` and `student-l` (other students by \
+         their order).\n\n",
     );
     let mut lines = vec![["finding", "student", "paper", "here", "verdict"].map(str::to_owned).to_vec()];
     let paper_of =
         |method: &str, i: usize| PAPER_AVERAGE.iter().find(|(m, _)| *m == method).and_then(|(_, v)| v.get(i).copied());
     for (i, student) in students.iter().enumerate() {
+        let i = paper_index(student, i);
         let size = PAPER_SIZES.get(i).map_or_else(String::new, |s| format!(" ({s} in the paper)"));
         let atod = ix.per_seed(&envs, "atod", student);
         for other in ["opd", "grpo", "sft-init"] {
@@ -344,6 +357,7 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
             .cloned()
             .collect();
         for (i, student) in students.iter().enumerate() {
+            let i = paper_index(student, i);
             let size = PAPER_SIZES.get(i).map_or_else(String::new, |s| format!(" ({s} in the paper)"));
             let atod = ix.per_seed(&ab_envs, "atod", student);
             for (method, what, cost) in PAPER_ABLATION {
@@ -548,6 +562,12 @@ mod tests {
         // Beyond success: invalid rate 0.5 - success / 2 per cell, so atod on a (0.5, 0.6, 0.7) gives 20.00 ± 12.42.
         let invalid_a = &md[md.find("### a · `invalid_action_rate` after training").unwrap()..];
         assert!(invalid_a.contains("| atod | 20.00 ± 12.42 |"), "{invalid_a}");
+    }
+
+    #[test]
+    fn the_paper_sizes_follow_the_presets() {
+        assert_eq!([paper_index("student-m", 0), paper_index("student-l", 0), paper_index("student-s", 2)], [1, 2, 0]);
+        assert_eq!(paper_index("my-model", 1), 1);
     }
 
     #[test]
