@@ -61,7 +61,7 @@ fn report_regenerates_tables_and_plots_of_a_grid_and_shows_a_run() {
     let csv = fs::read_to_string(grid.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5);
     assert!(
-        csv.contains("\ncounter-student-s-atod-s1,counter,student-s,atod,1,finished,0.1,0.7,0.8,2,12.5\n"),
+        csv.contains("\ncounter-student-s-atod-s1,counter,student-s,atod,1,finished,0.1,0.7,0.8,2,12.5,0.5,0.5,0,0\n"),
         "{csv}"
     );
     let svg = fs::read_to_string(grid.join("plot-counter-student-s.svg")).unwrap();

@@ -161,7 +161,9 @@ fn write_paper_report(
             format!(
                 "One cell, `{id}`, retrained from its committed config into a fresh directory (the stages it needs \
                  are built first when runs/stages/ lacks them); its `final_success_rate` in the printed summary and \
-                 in `runs/regen-{id}/summary.json` is to match the {final_rate} of results.csv",
+                 in `runs/regen-{id}/summary.json` is to match the {final_rate} of results.csv. A run is \
+                 deterministic given its config, so its `evals.jsonl` and every line of its `metrics.jsonl` but the \
+                 `time/*` keys match the committed cell's too",
                 id = row.cell
             ),
             format!(
