@@ -201,6 +201,12 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
         |m: &String| envs.iter().all(|e| grid.rows.iter().any(|r| &r.axes[ix.method] == m && &r.axes[ix.env] == e));
     let main_methods: Vec<String> = methods.iter().filter(|m| in_every_env(m)).cloned().collect();
     let ablations: Vec<String> = methods.iter().filter(|m| !in_every_env(m)).cloned().collect();
+    // The environments the ablations ran in.
+    let ab_envs: Vec<String> = envs
+        .iter()
+        .filter(|e| grid.rows.iter().any(|r| ablations.contains(&r.axes[ix.method]) && &r.axes[ix.env] == *e))
+        .cloned()
+        .collect();
 
     let mut md = format!("# Results: the grid `{}`\n\n", grid.name);
     md.push_str(
@@ -270,11 +276,6 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
 
     // The ablation.
     if !ablations.is_empty() {
-        let ab_envs: Vec<String> = envs
-            .iter()
-            .filter(|e| grid.rows.iter().any(|r| ablations.contains(&r.axes[ix.method]) && &r.axes[ix.env] == *e))
-            .cloned()
-            .collect();
         let _ = writeln!(
             md,
             "\n## Ablation ({})\n\nFinal success of ATOD and of each variant, and what removing the component \
@@ -351,11 +352,6 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
         }
     }
     if !ablations.is_empty() {
-        let ab_envs: Vec<String> = envs
-            .iter()
-            .filter(|e| grid.rows.iter().any(|r| ablations.contains(&r.axes[ix.method]) && &r.axes[ix.env] == *e))
-            .cloned()
-            .collect();
         for (i, student) in students.iter().enumerate() {
             let i = paper_index(student, i);
             let size = PAPER_SIZES.get(i).map_or_else(String::new, |s| format!(" ({s} in the paper)"));
