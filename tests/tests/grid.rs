@@ -74,7 +74,22 @@ fn report_regenerates_tables_and_plots_of_a_grid_and_shows_a_run() {
     assert_eq!(rows[0]["cell"], "counter-student-s-atod-s0");
     assert_eq!(rows[3]["final_success_rate"], 0.25);
 
+    // The paper-layout report, with notes, written where asked and linking the grid's plots from there.
+    let notes = dir.path().join("notes.md");
+    fs::write(&notes, "## Notes\n\nwritten by hand\n").unwrap();
+    let results = dir.path().join("RESULTS.md");
+    let args = ["report", grid.to_str().unwrap(), "--markdown", results.to_str().unwrap(), "--notes"];
+    let out = atod(&[&args[..], &[notes.to_str().unwrap()]].concat(), &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let paper = fs::read_to_string(&results).unwrap();
+    assert!(paper.contains("| atod | 60.00 ± 127.06 (n=2) |") && paper.contains("| teacher | 80.00 |"), "{paper}");
+    assert!(paper.contains("](grid/plot-counter-student-s.svg)"), "{paper}");
+    assert!(paper.contains("train --config") && paper.trim_end().ends_with("written by hand"), "{paper}");
+
     let run = grid.join("cells/counter-student-s-atod-s1");
+    let out = atod(&["report", run.to_str().unwrap(), "--markdown", results.to_str().unwrap()], &[]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("--markdown needs a grid directory"), "{}", out.stderr);
     let out = atod(&["report", run.to_str().unwrap()], &[]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stdout.contains("final_success_rate") && out.stdout.contains("valid"), "{}", out.stdout);
@@ -220,7 +235,10 @@ checkpoint_every = 1
         assert!(started.elapsed() < Duration::from_secs(600), "no cell finished in 10 minutes");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let status = Command::new("kill").args(["-INT", "--", &format!("-{}", child.id())]).status().unwrap();
+    // SIGTERM to the whole process group, as Ctrl-C's SIGINT would be, but not ignorable by inheritance: a shell
+    // starts background commands with SIGINT ignored, and children keep that, so the test would depend on how it
+    // was launched.
+    let status = Command::new("kill").args(["-TERM", "--", &format!("-{}", child.id())]).status().unwrap();
     assert!(status.success());
     let _ = child.wait().unwrap();
     // Let any child that outlived its parent finish before the grid runs again.

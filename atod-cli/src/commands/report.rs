@@ -54,12 +54,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .as_ref()
         .and_then(|s| s["name"].as_str().map(str::to_owned))
         .unwrap_or_else(|| args.dir.display().to_string());
-    let plot = args.dir.join("plot.svg");
-    std::fs::write(&plot, report::render_run_plot(&name, &run))
-        .with_context(|| format!("writing {}", plot.display()))?;
     if args.markdown.is_some() {
         anyhow::bail!("--markdown needs a grid directory; {} is a single run", args.dir.display());
     }
+    let plot = args.dir.join("plot.svg");
+    std::fs::write(&plot, report::render_run_plot(&name, &run))
+        .with_context(|| format!("writing {}", plot.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json!({"summary": run.summary, "evals": run.evals}))?);
         return Ok(());
