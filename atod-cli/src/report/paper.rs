@@ -200,6 +200,14 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
     let in_every_env =
         |m: &String| envs.iter().all(|e| grid.rows.iter().any(|r| &r.axes[ix.method] == m && &r.axes[ix.env] == e));
     let main_methods: Vec<String> = methods.iter().filter(|m| in_every_env(m)).cloned().collect();
+    // The methods that ran in one environment.
+    let methods_of_env = |env: &String| -> Vec<String> {
+        methods
+            .iter()
+            .filter(|m| grid.rows.iter().any(|r| &r.axes[ix.method] == *m && &r.axes[ix.env] == env))
+            .cloned()
+            .collect()
+    };
     let ablations: Vec<String> = methods.iter().filter(|m| !in_every_env(m)).cloned().collect();
     // The environments the ablations ran in.
     let ab_envs: Vec<String> = envs
@@ -266,12 +274,7 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
     md.push_str(&method_table(&ix, &envs, &main_methods, &students));
     for env in &envs {
         let _ = writeln!(md, "\n### {}\n", display(env));
-        let env_methods: Vec<String> = methods
-            .iter()
-            .filter(|m| grid.rows.iter().any(|r| &r.axes[ix.method] == *m && &r.axes[ix.env] == env))
-            .cloned()
-            .collect();
-        md.push_str(&method_table(&ix, std::slice::from_ref(env), &env_methods, &students));
+        md.push_str(&method_table(&ix, std::slice::from_ref(env), &methods_of_env(env), &students));
     }
 
     // The ablation.
@@ -405,13 +408,8 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
     );
     for (name, measure) in super::MEASURE_COLUMNS {
         for env in &envs {
-            let env_methods: Vec<String> = methods
-                .iter()
-                .filter(|m| grid.rows.iter().any(|r| &r.axes[ix.method] == *m && &r.axes[ix.env] == env))
-                .cloned()
-                .collect();
             let _ = writeln!(md, "\n### {} · `{name}` after training\n", display(env));
-            md.push_str(&measure_table(&ix, env, &env_methods, &students, measure));
+            md.push_str(&measure_table(&ix, env, &methods_of_env(env), &students, measure));
         }
     }
 
