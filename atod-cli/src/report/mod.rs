@@ -393,18 +393,12 @@ pub fn render_markdown(grid: &Grid, plots: &[String]) -> String {
 }
 
 /// The learning-curve plots of the grid: for each (env, student), evaluation success rate against step, one
-/// line per method (and other axes), each point the mean over the seeds evaluated at that step. The split is
-/// `valid` when any run evaluated it, otherwise the first one found. Returns (file name, SVG) pairs.
+/// line per method (and other axes), each point the mean over the seeds evaluated at that step, in
+/// `plot-<env>-<student>.svg`; and beside it, where the evaluations record it, the invalid-action rate the same
+/// way in `plot-<env>-<student>-invalid.svg` (where every success rate is 0 it is the curve that moves). The
+/// split is chosen per (env, student), since environments name their splits differently: `valid` when any of
+/// its runs evaluated it, otherwise the first one found. Returns (file name, SVG) pairs.
 pub fn render_plots(grid: &Grid) -> Vec<(String, String)> {
-    let all_evals = grid.evals.values().flatten();
-    let split = if all_evals.clone().any(|e| e.split == "valid") {
-        "valid".to_owned()
-    } else {
-        match all_evals.clone().next() {
-            Some(e) => e.split.clone(),
-            None => return Vec::new(),
-        }
-    };
     let col = |name: &str| grid.columns.iter().position(|c| c == name).expect("standard columns are present");
     let (env_col, student_col, seed_col) = (col("env"), col("student"), col("seed"));
     let line_cols: Vec<usize> =
@@ -413,30 +407,57 @@ pub fn render_plots(grid: &Grid) -> Vec<(String, String)> {
     for (env, student) in distinct(grid.rows.iter().map(|r| (r.axes[env_col].clone(), r.axes[student_col].clone()))) {
         let rows: Vec<&Row> =
             grid.rows.iter().filter(|r| r.axes[env_col] == env && r.axes[student_col] == student).collect();
-        let mut series = Vec::new();
-        for line in distinct(rows.iter().map(|r| line_cols.iter().map(|&c| r.axes[c].clone()).collect::<Vec<_>>())) {
-            let mut by_step: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-            for row in rows.iter().filter(|r| line_cols.iter().map(|&c| &r.axes[c]).eq(line.iter())) {
-                for e in grid.evals.get(&row.cell).into_iter().flatten().filter(|e| e.split == split) {
-                    by_step.entry(e.step).or_default().push(e.success_rate);
+        let evals_of = |row: &Row| grid.evals.get(&row.cell).into_iter().flatten();
+        let Some(split) = rows
+            .iter()
+            .flat_map(|r| evals_of(r))
+            .find(|e| e.split == "valid")
+            .or_else(|| rows.iter().flat_map(|r| evals_of(r)).next())
+            .map(|e| e.split.clone())
+        else {
+            continue;
+        };
+        // One series per line of the chart, for a measure read off an evaluation (None: not recorded).
+        let series_of = |value: &dyn Fn(&EvalPoint) -> Option<f64>| {
+            let mut series = Vec::new();
+            for line in distinct(rows.iter().map(|r| line_cols.iter().map(|&c| r.axes[c].clone()).collect::<Vec<_>>()))
+            {
+                let mut by_step: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+                for row in rows.iter().filter(|r| line_cols.iter().map(|&c| &r.axes[c]).eq(line.iter())) {
+                    for e in evals_of(row).filter(|e| e.split == split) {
+                        if let Some(v) = value(e) {
+                            by_step.entry(e.step).or_default().push(v);
+                        }
+                    }
+                }
+                if !by_step.is_empty() {
+                    let points =
+                        by_step.iter().map(|(&s, xs)| (s as f64, stats::mean(xs).expect("non-empty"))).collect();
+                    series.push(SvgSeries { label: line.join(" "), points });
                 }
             }
-            if by_step.is_empty() {
+            series
+        };
+        let name = format!("plot-{}-{}", file_part(&env), file_part(&student));
+        let charts: [(&str, &str, &str, &dyn Fn(&EvalPoint) -> Option<f64>); 2] = [
+            ("", "success", "success rate", &|e| Some(e.success_rate)),
+            ("-invalid", "invalid actions", "invalid-action rate", &|e| {
+                e.measures.as_ref().map(|m| m.invalid_action_rate)
+            }),
+        ];
+        for (suffix, what, y_label, value) in charts {
+            let series = series_of(value);
+            if series.is_empty() {
                 continue;
             }
-            let points = by_step.iter().map(|(&s, xs)| (s as f64, stats::mean(xs).expect("non-empty"))).collect();
-            series.push(SvgSeries { label: line.join(" "), points });
+            let chart = SvgChart {
+                title: format!("{} · {} · {what} · {split} split (mean over seeds)", display(&env), display(&student)),
+                x_label: "training step".to_owned(),
+                y_label: y_label.to_owned(),
+                y_range: Some((0.0, 1.0)),
+            };
+            out.push((format!("{name}{suffix}.svg"), svg_line_chart(&chart, &series)));
         }
-        if series.is_empty() {
-            continue;
-        }
-        let chart = SvgChart {
-            title: format!("{} · {} · {split} split (mean over seeds)", display(&env), display(&student)),
-            x_label: "training step".to_owned(),
-            y_label: "success rate".to_owned(),
-            y_range: Some((0.0, 1.0)),
-        };
-        out.push((format!("plot-{}-{}.svg", file_part(&env), file_part(&student)), svg_line_chart(&chart, &series)));
     }
     out
 }
@@ -730,6 +751,24 @@ mod tests {
         }
     }
 
+    /// Environments name their evaluation splits differently (ALFWorld `valid_seen`, WebShop `eval`, Search-QA
+    /// `test`): each environment's curves use its own split, rather than every environment the first one found.
+    #[test]
+    fn each_environment_plots_its_own_split() {
+        let dir = tempfile::tempdir().unwrap();
+        fabricate_grid(dir.path());
+        let mut grid = load_grid(dir.path()).unwrap();
+        for (cell, evals) in grid.evals.iter_mut() {
+            let split = if cell.starts_with("webshop") { "eval" } else { "valid_seen" };
+            evals.iter_mut().for_each(|e| e.split = split.to_owned());
+        }
+        let plots = render_plots(&grid);
+        let webshop = &plots.iter().find(|(n, _)| n == "plot-webshop-student-s.svg").expect("webshop is plotted").1;
+        assert!(webshop.contains("eval split") && webshop.matches("<polyline").count() == 2, "{webshop}");
+        let alfworld = &plots.iter().find(|(n, _)| n == "plot-alfworld-student-s.svg").expect("alfworld is plotted").1;
+        assert!(alfworld.contains("valid_seen split"), "{alfworld}");
+    }
+
     #[test]
     fn csv_and_markdown_of_a_fabricated_grid() {
         let dir = tempfile::tempdir().unwrap();
@@ -753,10 +792,21 @@ mod tests {
         (grid.dir, grid.name) = (PathBuf::from("runs/g"), "g".to_owned());
         let plots = render_plots(&grid);
         let names: Vec<&str> = plots.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["plot-alfworld-student-s.svg", "plot-webshop-student-s.svg"]);
+        assert_eq!(
+            names,
+            [
+                "plot-alfworld-student-s.svg",
+                "plot-alfworld-student-s-invalid.svg",
+                "plot-webshop-student-s.svg",
+                "plot-webshop-student-s-invalid.svg"
+            ]
+        );
         for (_, svg) in &plots {
             assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2, "{svg}");
         }
+        // The invalid-action curve of alfworld's atod falls 0.4, 0.3, 0.2 (the fabricated rates), drawn apart
+        // from its success curve.
+        assert!(plots[1].1.contains("invalid-action rate") && !plots[0].1.contains("invalid-action rate"));
         let names: Vec<String> = plots.into_iter().map(|(n, _)| n).collect();
         expect![[r#"
             # Results of the grid `g`
@@ -788,6 +838,8 @@ mod tests {
 
             ![plot-alfworld-student-s.svg](plot-alfworld-student-s.svg)
 
+            ![plot-alfworld-student-s-invalid.svg](plot-alfworld-student-s-invalid.svg)
+
             ## webshop
 
             Teacher: 50.00% success.
@@ -798,6 +850,8 @@ mod tests {
             | student-s | grpo | 10.00 | 10.00 | 1 |
 
             ![plot-webshop-student-s.svg](plot-webshop-student-s.svg)
+
+            ![plot-webshop-student-s-invalid.svg](plot-webshop-student-s-invalid.svg)
         "#]].assert_eq(&render_markdown(&grid, &names));
     }
 
@@ -828,7 +882,10 @@ mod tests {
                 && md.contains("| student-s | atod | 8 | 90.00 | 10.00 | 1 |"),
             "{md}"
         );
-        assert_eq!(written.plots, [dir.path().join("plot-counter-student-s.svg")]);
+        assert_eq!(
+            written.plots,
+            [dir.path().join("plot-counter-student-s.svg"), dir.path().join("plot-counter-student-s-invalid.svg")]
+        );
         let svg = fs::read_to_string(&written.plots[0]).unwrap();
         assert_eq!(svg.matches("<polyline").count(), 2);
         let json = rows_json(&grid.columns, &grid.rows);

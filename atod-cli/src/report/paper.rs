@@ -416,8 +416,9 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
     // The learning curves.
     if !inputs.plots.is_empty() {
         md.push_str(
-            "\n## Learning curves\n\nSuccess on the evaluation split against the training step, one line per \
-             method, each point the mean over seeds.\n\n",
+            "\n## Learning curves\n\nSuccess on each environment's evaluation split against the training step, one \
+             line per method, each point the mean over seeds; beside it (`-invalid`), the invalid-action rate the \
+             same way.\n\n",
         );
         for plot in &inputs.plots {
             let _ = writeln!(md, "![{plot}]({}{plot})", inputs.link_prefix);
