@@ -392,6 +392,9 @@ pub fn render_markdown(grid: &Grid, plots: &[String]) -> String {
     md
 }
 
+/// A value read off one evaluation for a chart (`None`: the evaluation did not record it).
+type EvalValue = fn(&EvalPoint) -> Option<f64>;
+
 /// The learning-curve plots of the grid: for each (env, student), evaluation success rate against step, one
 /// line per method (and other axes), each point the mean over the seeds evaluated at that step, in
 /// `plot-<env>-<student>.svg`; and beside it, where the evaluations record it, the invalid-action rate the same
@@ -418,7 +421,7 @@ pub fn render_plots(grid: &Grid) -> Vec<(String, String)> {
             continue;
         };
         // One series per line of the chart, for a measure read off an evaluation (None: not recorded).
-        let series_of = |value: &dyn Fn(&EvalPoint) -> Option<f64>| {
+        let series_of = |value: EvalValue| {
             let mut series = Vec::new();
             for line in distinct(rows.iter().map(|r| line_cols.iter().map(|&c| r.axes[c].clone()).collect::<Vec<_>>()))
             {
@@ -439,9 +442,9 @@ pub fn render_plots(grid: &Grid) -> Vec<(String, String)> {
             series
         };
         let name = format!("plot-{}-{}", file_part(&env), file_part(&student));
-        let charts: [(&str, &str, &str, &dyn Fn(&EvalPoint) -> Option<f64>); 2] = [
-            ("", "success", "success rate", &|e| Some(e.success_rate)),
-            ("-invalid", "invalid actions", "invalid-action rate", &|e| {
+        let charts: [(&str, &str, &str, EvalValue); 2] = [
+            ("", "success", "success rate", |e| Some(e.success_rate)),
+            ("-invalid", "invalid actions", "invalid-action rate", |e| {
                 e.measures.as_ref().map(|m| m.invalid_action_rate)
             }),
         ];
