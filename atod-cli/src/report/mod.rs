@@ -807,8 +807,7 @@ mod tests {
         for (_, svg) in &plots {
             assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2, "{svg}");
         }
-        // The invalid-action curve of alfworld's atod falls 0.4, 0.3, 0.2 (the fabricated rates), drawn apart
-        // from its success curve.
+        // The invalid-action rate is drawn on a chart of its own, apart from the success curve.
         assert!(plots[1].1.contains("invalid-action rate") && !plots[0].1.contains("invalid-action rate"));
         let names: Vec<String> = plots.into_iter().map(|(n, _)| n).collect();
         expect![[r#"

@@ -37,6 +37,7 @@ fn paper_index(student: &str, i: usize) -> usize {
         _ => i,
     }
 }
+
 /// The ALFWorld ablation: what removing each component cost the paper's two small students, in points (read
 /// off its ablation table, so approximate).
 pub const PAPER_ABLATION: [(&str, &str, f64); 3] = [
