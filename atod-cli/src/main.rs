@@ -1,5 +1,5 @@
 //! The `atod` binary: see `atod --help`.
 
 fn main() -> std::process::ExitCode {
-    atod_cli::main()
+    atod_cli::commands::main()
 }

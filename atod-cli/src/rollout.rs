@@ -17,9 +17,9 @@ use anyhow::{bail, Context};
 use atod_core::{ChatMessage, Environment, Policy, PolicyResponse, PromptPieces, TaskRef, TurnInput};
 use atod_envs::EnvPlugin;
 use atod_models::{ChatTokenizer, HotPathBackend, LmPolicy};
-use indicatif::ProgressBar;
 use serde::Serialize;
 
+use crate::progress::Progress;
 use crate::render::{render, render_fitted, HistoryItem, RenderConfig};
 
 /// What the history shows for a turn whose response held no action.
@@ -193,7 +193,7 @@ pub fn sweep(
     plugin: &EnvPlugin,
     env_config: &str,
     sweep: &Sweep<'_>,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
     mut play: impl FnMut(&mut [Box<dyn Environment>], &[EpisodeSpec]) -> anyhow::Result<Rollout>,
 ) -> anyhow::Result<Rollout> {
     let Sweep { split, episodes, seed, batch } = *sweep;

@@ -37,6 +37,26 @@ pub enum Error {
     #[error("the episode is over: call reset to start another")]
     EpisodeOver,
 
+    /// A name that is not registered (a preset, a component, ...): [`Registry::get`](crate::Registry::get).
+    #[error("unknown {kind} `{name}`; known {kind}s: {}", known.join(", "))]
+    UnknownName {
+        /// What kind of name it was (`loss preset`, `model preset`, ...).
+        kind: &'static str,
+        /// The name as given.
+        name: String,
+        /// The registered names, in registration order.
+        known: Vec<&'static str>,
+    },
+
+    /// A name registered twice: [`Registry::register`](crate::Registry::register).
+    #[error("{kind} `{name}` is registered twice")]
+    DuplicateName {
+        /// What kind of name it was.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+
     /// A configuration value was wrong.
     #[error("invalid config `{key}`: {message}")]
     Config {

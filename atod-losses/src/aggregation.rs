@@ -75,4 +75,78 @@ impl Aggregation {
             Aggregation::SeqMeanTokenSumNorm => loss.sum().div_scalar(n_seqs * norm_len.unwrap_or(t).max(1) as f64),
         }
     }
+
+    /// The share of a mini-batch's normaliser held by one shard of its rows, given the real tokens of each row
+    /// of the shard (`shard_tokens`) and of the whole mini-batch (`batch_tokens`): for `token-mean` the share of
+    /// the real tokens, for every other mode the share of the sequences (rows with a real token); 0 for an empty
+    /// mini-batch.
+    ///
+    /// Why: each mode is `sum(...) / normaliser`, with the shard's own normaliser when a shard is aggregated
+    /// alone. Multiplying the shard's value by `shard normaliser / batch normaliser` turns it into its part of the
+    /// mini-batch's sum over the mini-batch's normaliser, so the weighted objectives of the shards of a
+    /// partition (and their gradients) add up to the whole mini-batch's, up to float rounding. For
+    /// `seq-mean-token-sum-norm` that holds when the constant `C` is the same in every shard, i.e. when
+    /// `max_response_len` is set (otherwise each shard divides by its own padded T).
+    pub fn shard_weight(self, shard_tokens: &[usize], batch_tokens: &[usize]) -> f64 {
+        let tokens = |rows: &[usize]| rows.iter().sum::<usize>();
+        let seqs = |rows: &[usize]| rows.iter().filter(|&&n| n > 0).count();
+        match self {
+            Aggregation::TokenMean => tokens(shard_tokens) as f64 / tokens(batch_tokens).max(1) as f64,
+            _ => seqs(shard_tokens) as f64 / seqs(batch_tokens).max(1) as f64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn a_shard_weighs_its_share_of_tokens_or_sequences() {
+        let (shard, batch) = ([3, 0], [3, 0, 5, 2]);
+        assert_eq!(Aggregation::TokenMean.shard_weight(&shard, &batch), 0.3);
+        for (_, mode) in &Aggregation::ALL[1..] {
+            assert_eq!(mode.shard_weight(&shard, &batch), 1.0 / 3.0, "{}", mode.name());
+        }
+        for (_, mode) in Aggregation::ALL {
+            assert_eq!(mode.shard_weight(&[0], &[0, 0]), 0.0, "an empty mini-batch, {}", mode.name());
+        }
+    }
+
+    #[test]
+    fn weighted_shards_aggregate_to_the_whole_mini_batch() {
+        use crate::batch::{host_tensor, pad_rows, scalar};
+        type B = atod_models::CpuBackend;
+        let rows: Vec<Vec<f32>> =
+            vec![vec![0.5, -1.0, 2.0], vec![], vec![1.5], vec![-0.25, 0.75], vec![3.0, 1.0, -2.0, 0.5]];
+        let aggregate = |mode: Aggregation, rows: &[Vec<f32>]| {
+            let (values, mask, t) = pad_rows(rows, None).unwrap();
+            let mask = Mask::<B>::new(&host_tensor(mask, rows.len(), t, &Default::default()));
+            scalar(mode.aggregate(host_tensor(values, rows.len(), t, &Default::default()), &mask, Some(4)))
+        };
+        let tokens = |rows: &[Vec<f32>]| rows.iter().map(Vec::len).collect::<Vec<_>>();
+        for (_, mode) in Aggregation::ALL {
+            let sharded: f64 = [&rows[..2], &rows[2..3], &rows[3..]]
+                .into_iter()
+                .map(|shard| mode.shard_weight(&tokens(shard), &tokens(&rows)) * aggregate(mode, shard))
+                .sum();
+            assert!((sharded - aggregate(mode, &rows)).abs() < 1e-6, "{}", mode.name());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_weights_of_a_partition_sum_to_one(
+            rows in proptest::collection::vec(0usize..6, 1..24),
+            shards in 1usize..5,
+        ) {
+            prop_assume!(rows.iter().any(|&n| n > 0));
+            for (_, mode) in Aggregation::ALL {
+                let total: f64 = rows.chunks(rows.len().div_ceil(shards)).map(|s| mode.shard_weight(s, &rows)).sum();
+                prop_assert!((total - 1.0).abs() < 1e-12, "{}: {total}", mode.name());
+            }
+        }
+    }
 }

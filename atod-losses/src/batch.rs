@@ -15,6 +15,8 @@
 //! [`Mask::clean`] overwrites them with 0 before any arithmetic, so they reach neither the loss nor the gradient.
 //! A row without any real token (a padding row) counts as no sequence in any aggregation.
 
+use std::fmt;
+
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 
@@ -205,9 +207,37 @@ pub struct VocabLogProbs<B: Backend> {
     pub teacher: Tensor<B, 3>,
 }
 
+/// An optional input of a [`TrainBatch`], which some loss components need ([`crate::Component::inputs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Input {
+    /// [`TrainBatch::lp_ref`]: the reference policy's log-probs (the `kl` component).
+    LpRef,
+    /// [`TrainBatch::vocab`]: full-vocabulary log-probs (the `gkd` component).
+    Vocab,
+}
+
+impl Input {
+    /// Every optional input.
+    pub const ALL: [Input; 2] = [Input::LpRef, Input::Vocab];
+
+    /// The name of its field of [`TrainBatch`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Input::LpRef => "lp_ref",
+            Input::Vocab => "vocab",
+        }
+    }
+}
+
+impl fmt::Display for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The tensors of one mini-batch of rows, as [`crate::Loss::objective`] consumes them.
 ///
-/// `lp` and `entropy` typically come from [`atod_models::token_logprobs`] on the student's logits.
+/// `lp` and `entropy` typically come from `atod_models::token_logprobs` on the student's logits.
 ///
 /// # Shapes
 /// Every per-token tensor is `[S, T]`: S rows (turn samples) padded to T response tokens.
@@ -217,8 +247,6 @@ pub struct TrainBatch<B: Backend> {
     pub lp: Tensor<B, 2>,
     /// Behaviour log-prob (from the rollout); detached by the loss.
     pub lp_old: Tensor<B, 2>,
-    /// Teacher log-prob; detached by the loss. Used only by metrics here: the OPD advantage is precomputed.
-    pub lp_teacher: Tensor<B, 2>,
     /// Entropy of the current student distribution; may carry gradient (the entropy bonus uses it).
     pub entropy: Tensor<B, 2>,
     /// 1.0 for real response tokens, 0.0 for padding.
@@ -231,14 +259,8 @@ pub struct TrainBatch<B: Backend> {
 
 impl<B: Backend> TrainBatch<B> {
     /// A batch without the optional inputs.
-    pub fn new(
-        lp: Tensor<B, 2>,
-        lp_old: Tensor<B, 2>,
-        lp_teacher: Tensor<B, 2>,
-        entropy: Tensor<B, 2>,
-        mask: Tensor<B, 2>,
-    ) -> Self {
-        TrainBatch { lp, lp_old, lp_teacher, entropy, mask, lp_ref: None, vocab: None }
+    pub fn new(lp: Tensor<B, 2>, lp_old: Tensor<B, 2>, entropy: Tensor<B, 2>, mask: Tensor<B, 2>) -> Self {
+        TrainBatch { lp, lp_old, entropy, mask, lp_ref: None, vocab: None }
     }
 
     /// Adds the reference log-probs of the k3 KL penalty.
@@ -253,6 +275,17 @@ impl<B: Backend> TrainBatch<B> {
         self
     }
 
+    /// The optional inputs this batch carries, for [`crate::Loss::check_fed`].
+    pub fn fed(&self) -> Vec<Input> {
+        Input::ALL
+            .into_iter()
+            .filter(|input| match input {
+                Input::LpRef => self.lp_ref.is_some(),
+                Input::Vocab => self.vocab.is_some(),
+            })
+            .collect()
+    }
+
     /// `[S, T]`.
     pub fn dims(&self) -> [usize; 2] {
         self.mask.dims()
@@ -262,12 +295,8 @@ impl<B: Backend> TrainBatch<B> {
     pub fn check(&self) -> Result<()> {
         let [s, t] = self.dims();
         let want = format!("[{s}, {t}]");
-        let mut two: Vec<(&'static str, [usize; 2])> = vec![
-            ("lp", self.lp.dims()),
-            ("lp_old", self.lp_old.dims()),
-            ("lp_teacher", self.lp_teacher.dims()),
-            ("entropy", self.entropy.dims()),
-        ];
+        let mut two: Vec<(&'static str, [usize; 2])> =
+            vec![("lp", self.lp.dims()), ("lp_old", self.lp_old.dims()), ("entropy", self.entropy.dims())];
         if let Some(r) = &self.lp_ref {
             two.push(("lp_ref", r.dims()));
         }

@@ -1,7 +1,7 @@
 //! The entropy bonus.
 //!
 //! The usual PPO entropy bonus (Schulman et al., arXiv 1707.06347, Eq 9): `- coef * agg(H_t)`, with `H_t` the
-//! current student's entropy at each response position (from [`atod_models::token_logprobs`]), through which
+//! current student's entropy at each response position (from `atod_models::token_logprobs`), through which
 //! the gradient flows. Metric `loss/entropy` is `agg(H_t)`. No deviation.
 
 use atod_core::Schedule;

@@ -38,6 +38,10 @@ pub enum Error {
         /// What would be right.
         expected: &'static str,
     },
+    /// Any other error of atod-core (its registry's errors become [`Error::UnknownName`] and
+    /// [`Error::DuplicateName`]).
+    #[error(transparent)]
+    Core(atod_core::Error),
 
     // The batch.
     /// A tensor or vector of the wrong shape or length.
@@ -55,6 +59,20 @@ pub enum Error {
     Rows {
         /// What is inconsistent, naming the row or trajectory.
         problem: String,
+    },
+    /// A component is configured with a coefficient that is not constantly 0, but the caller does not feed the
+    /// input it needs ([`crate::Loss::check_fed`], before any batch is built).
+    #[error(
+        "`loss.components.{component}` needs the batch input `{input}`, which this caller does not feed (it feeds: \
+         {fed}); remove the key or set it to 0"
+    )]
+    Unfed {
+        /// The component's name.
+        component: String,
+        /// The missing input ([`crate::Input::name`]).
+        input: &'static str,
+        /// What the caller feeds, comma-separated, or `nothing`.
+        fed: String,
     },
     /// A component is switched on but its input is not in the batch.
     #[error("loss component `{component}` has a non-zero coefficient but the batch has no `{input}`")]
@@ -74,6 +92,19 @@ pub enum Error {
         /// The value found.
         value: f64,
     },
+}
+
+impl From<atod_core::Error> for Error {
+    /// A registry's errors become this crate's own variants, with the same text.
+    fn from(e: atod_core::Error) -> Self {
+        match e {
+            atod_core::Error::UnknownName { kind, name, known } => {
+                Error::UnknownName { kind, name, known: known.join(", ") }
+            }
+            atod_core::Error::DuplicateName { kind, name } => Error::DuplicateName { kind, name },
+            other => Error::Core(other),
+        }
+    }
 }
 
 /// `Result` with atod-losses' [`Error`].

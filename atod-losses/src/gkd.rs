@@ -13,7 +13,7 @@ use atod_core::Schedule;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::batch::{Mask, VocabLogProbs};
+use crate::batch::{Input, Mask, VocabLogProbs};
 use crate::error::{Error, Result};
 use crate::loss::{Ctx, LossOutput};
 
@@ -39,7 +39,8 @@ pub struct GkdDistill {
 impl GkdDistill {
     /// `coef * agg(D)`; needs `TrainBatch::vocab`.
     pub fn compute<B: Backend>(&self, ctx: &Ctx<'_, B>, coef: f64) -> Result<LossOutput<B>> {
-        let vocab = ctx.batch.vocab.as_ref().ok_or(Error::MissingInput { component: "gkd", input: "vocab" })?;
+        let vocab =
+            ctx.batch.vocab.as_ref().ok_or(Error::MissingInput { component: "gkd", input: Input::Vocab.name() })?;
         let value = ctx.aggregate(reverse_kl(vocab, ctx.mask));
         Ok(LossOutput::term("loss/gkd", value, coef))
     }

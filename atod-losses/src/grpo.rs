@@ -1,7 +1,8 @@
 //! The GRPO advantage: group-normalised trajectory returns.
 //!
 //! GRPO (Shao et al., DeepSeekMath, arXiv 2402.03300, §4.1.2, outcome supervision):
-//! `A_i = (R_i - mean_g R) / std_g R`, broadcast to every token of trajectory i. As DESIGN §3 fixes it (and as
+//! `A_i = (R_i - mean_g R) / std_g R`, broadcast to every token of trajectory i: the `A_grpo_i` of the hybrid
+//! advantage (ATOD, arXiv 2606.27814, Eq 8). As DESIGN §3 fixes it (and as
 //! verl computes it): `std` is the sample standard deviation (n - 1 in the denominator, `torch.std`) and
 //! `eps = 1e-6` is added to it. Dr.GRPO (Liu et al., arXiv 2503.20783, §3.1) drops the division:
 //! `norm_by_std = false` gives `A_i = R_i - mean_g R`.

@@ -1,18 +1,22 @@
 //! The ATOD hybrid advantage: annealed, turn-weighted OPD plus GRPO.
 //!
-//! ATOD (Annealed Turn-aware On-policy Distillation, arXiv 2606.27814), as DESIGN §3 fixes it:
+//! ATOD (Annealed Turn-aware On-policy Distillation, arXiv 2606.27814), with DESIGN §3 as the contract:
 //!
 //! ```text
-//! A_t = kappa(s) * w_k(t) * A_opd_t + rho(s) * A_grpo_i        both parts detached
+//! A_t = kappa(s) * w_k(t) * A_opd_t + rho(s) * A_grpo_i        both parts detached     ATOD Eq 8
 //! ```
 //!
-//! with `kappa` and `rho` schedule expressions of the training step s (DESIGN §4; paper defaults
-//! `kappa = linear(1.0, 0.1, 80)`, `rho = linear(1.0, 2.0, 80)`), `w_k` the T-DUR weight of token t's turn
-//! ([`crate::tdur`]), `A_opd` the per-token OPD advantage ([`crate::opd`]) and `A_grpo_i` the GRPO advantage of
-//! the trajectory ([`crate::grpo`]). OPD alone is `kappa = 1, rho = 0`; GRPO alone is `kappa = 0, rho = 1`.
+//! with `kappa(s)` and `rho(s)` annealed over the training step s (ATOD Eqs 10 to 12), `w_k` the T-DUR weight
+//! of token t's turn (ATOD Eqs 13 to 16, [`crate::tdur`]), `A_opd` the per-token OPD advantage
+//! ([`crate::opd`]) and `A_grpo_i` the GRPO advantage of the trajectory ([`crate::grpo`]). OPD alone is
+//! `kappa = 1, rho = 0`; GRPO alone is `kappa = 0, rho = 1`.
+//!
+//! Deviation in form, not in the defaults: `kappa` and `rho` are any schedule expressions of the step (DESIGN
+//! §4) rather than the paper's fixed annealing; the `atod` preset writes the paper's as
+//! `kappa = linear(1.0, 0.1, 80)`, `rho = linear(1.0, 2.0, 80)`.
 //!
 //! Computed once per training step on the host over the whole step's batch (groups and trajectories span it),
-//! then sliced per mini-batch with [`Advantages::rows`]. No deviation.
+//! then sliced per mini-batch with [`Advantages::rows`].
 
 use std::collections::BTreeMap;
 
@@ -57,6 +61,54 @@ pub struct HybridAdvantage {
     pub norm_by_std: bool,
 }
 
+impl HybridAdvantage {
+    /// ATOD Eqs 10 to 12: the annealed coefficients `(kappa(s), rho(s))` at step s.
+    pub fn coefficients(&self, step: StepInfo) -> (f64, f64) {
+        (self.kappa.eval(step.step, step.total), self.rho.eval(step.step, step.total))
+    }
+}
+
+/// ATOD Eq 8 at one token: `A_t = kappa(s) w_k(t) A_opd_t + rho(s) A_grpo_i`.
+pub fn hybrid(kappa: f64, rho: f64, w: f64, a_opd: f64, a_grpo: f64) -> f64 {
+    kappa * w * a_opd + rho * a_grpo
+}
+
+/// Means over the real tokens of a step: `adv/opd_mean`, `adv/grpo_mean`, `adv/mean`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Means {
+    opd: f64,
+    grpo: f64,
+    hybrid: f64,
+}
+
+/// ATOD Eq 8 at every real token of the step (`[S * T]`, 0 at padding) from the weights and the OPD advantages
+/// (`[S * T]`) and the GRPO advantage of each trajectory, with the means over real tokens.
+fn hybrid_per_token(
+    batch: &StepBatch,
+    (kappa, rho): (f64, f64),
+    weights: &[f32],
+    opd: &[f32],
+    grpo: &[f32],
+) -> (Vec<f32>, Means) {
+    let t = batch.n_cols;
+    let mut per_token = vec![0.0f32; batch.n_rows * t];
+    let (mut sum_opd, mut sum_grpo, mut sum_adv, mut n) = (0.0f64, 0.0f64, 0.0f64, 0usize);
+    for row in 0..batch.n_rows {
+        let a_grpo = f64::from(grpo[batch.traj_id[row]]);
+        for k in (row * t..(row + 1) * t).filter(|&k| is_real(batch.mask[k])) {
+            let a_opd = f64::from(opd[k]);
+            let a = hybrid(kappa, rho, f64::from(weights[k]), a_opd, a_grpo);
+            per_token[k] = a as f32;
+            sum_opd += a_opd;
+            sum_grpo += a_grpo;
+            sum_adv += a;
+            n += 1;
+        }
+    }
+    let mean = |x: f64| if n == 0 { 0.0 } else { x / n as f64 };
+    (per_token, Means { opd: mean(sum_opd), grpo: mean(sum_grpo), hybrid: mean(sum_adv) })
+}
+
 /// The advantages of a whole step, all stop-gradient.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Advantages {
@@ -91,39 +143,21 @@ impl Advantages {
     /// Whatever [`StepBatch::layout`] finds wrong with the batch.
     pub fn compute(config: &HybridAdvantage, batch: &StepBatch, step: StepInfo) -> Result<Advantages> {
         let layout = batch.layout()?;
-        let (s, t) = (batch.n_rows, batch.n_cols);
-        let kappa = config.kappa.eval(step.step, step.total);
-        let rho = config.rho.eval(step.step, step.total);
+        let (kappa, rho) = config.coefficients(step);
         let grpo = grpo_advantages(&batch.returns, &layout.group_of_traj, config.norm_by_std);
         let opd = opd_advantages(&batch.lp_old, &batch.lp_teacher, &batch.mask);
         let weights = turn_weights(batch, &layout, config.weighting, config.rescale);
-        let mut per_token = vec![0.0f32; s * t];
-        let (mut sum_opd, mut sum_grpo, mut sum_adv, mut n) = (0.0f64, 0.0f64, 0.0f64, 0usize);
-        for row in 0..s {
-            let a_grpo = f64::from(grpo[batch.traj_id[row]]);
-            for k in row * t..(row + 1) * t {
-                if !is_real(batch.mask[k]) {
-                    continue;
-                }
-                let a_opd = f64::from(opd[k]);
-                let a = kappa * f64::from(weights.per_token[k]) * a_opd + rho * a_grpo;
-                per_token[k] = a as f32;
-                sum_opd += a_opd;
-                sum_grpo += a_grpo;
-                sum_adv += a;
-                n += 1;
-            }
-        }
-        let mean = |x: f64| if n == 0 { 0.0 } else { x / n as f64 };
+        let (per_token, means) = hybrid_per_token(batch, (kappa, rho), &weights.per_token, &opd, &grpo);
         let metrics = BTreeMap::from([
-            ("adv/opd_mean".to_owned(), mean(sum_opd)),
-            ("adv/grpo_mean".to_owned(), mean(sum_grpo)),
-            ("adv/mean".to_owned(), mean(sum_adv)),
+            ("adv/opd_mean".to_owned(), means.opd),
+            ("adv/grpo_mean".to_owned(), means.grpo),
+            ("adv/mean".to_owned(), means.hybrid),
             ("tdur/mean_w".to_owned(), weights.mean_w),
             ("tdur/frac_guarded".to_owned(), weights.frac_guarded),
             ("sched/kappa".to_owned(), kappa),
             ("sched/rho".to_owned(), rho),
         ]);
+        let (s, t) = (batch.n_rows, batch.n_cols);
         let row_extent =
             (0..s).map(|row| (0..t).rev().find(|&c| is_real(batch.mask[row * t + c])).map_or(0, |c| c + 1)).collect();
         Ok(Advantages { n_rows: s, n_cols: t, per_token, opd, grpo, weights, row_extent, kappa, rho, metrics })

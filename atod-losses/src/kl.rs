@@ -1,7 +1,7 @@
 //! The k3 KL penalty to a reference policy.
 //!
 //! The k3 estimator of KL(current || reference) on the sampled token (J. Schulman, "Approximating KL
-//! Divergence", 2020, http://joschu.net/blog/kl-approx.html): with `x = lp_ref - lp`, `k3 = exp(x) - x - 1`,
+//! Divergence", 2020, <http://joschu.net/blog/kl-approx.html>): with `x = lp_ref - lp`, `k3 = exp(x) - x - 1`,
 //! unbiased and non-negative. Added as `+ coef * agg(k3)`; metric `loss/kl` is `agg(k3)`. ATOD's paper uses no
 //! KL-to-reference term (coefficient 0 in every preset).
 //!
@@ -12,7 +12,7 @@ use atod_core::Schedule;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::batch::Mask;
+use crate::batch::{Input, Mask};
 use crate::error::{Error, Result};
 use crate::loss::{Ctx, LossOutput};
 
@@ -32,7 +32,8 @@ pub struct KlPenalty {
 impl KlPenalty {
     /// `coef * agg(k3)`; needs `TrainBatch::lp_ref`.
     pub fn compute<B: Backend>(&self, ctx: &Ctx<'_, B>, coef: f64) -> Result<LossOutput<B>> {
-        let lp_ref = ctx.batch.lp_ref.clone().ok_or(Error::MissingInput { component: "kl", input: "lp_ref" })?;
+        let lp_ref =
+            ctx.batch.lp_ref.clone().ok_or(Error::MissingInput { component: "kl", input: Input::LpRef.name() })?;
         let value = ctx.aggregate(k3_kl(ctx.batch.lp.clone(), lp_ref, ctx.mask));
         Ok(LossOutput::term("loss/kl", value, coef))
     }

@@ -23,6 +23,11 @@
 //! the known names. Stage one, once per step over the whole batch: [`Loss::advantages`] (host, stop-gradient).
 //! Stage two, per mini-batch: [`Loss::objective`] (tensors, with gradient): the clipped surrogate of the
 //! precomputed advantages plus the components, each reduced by the one aggregation.
+//!
+//! Each extra component is declared once (`declare_components!` below: name, type, the optional batch inputs it
+//! needs), and [`Component`], [`COMPONENTS`], [`components`] and the dispatch follow from it.
+//! [`LossConfig::needs`] lists the inputs of the components a config switches on, and [`Loss::check_fed`]
+//! refuses, before any batch is built, a config whose inputs the caller does not feed.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +37,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregation::Aggregation;
-use crate::batch::{scalar, Mask, StepBatch, TrainBatch};
+use crate::batch::{scalar, Input, Mask, StepBatch, TrainBatch};
 use crate::entropy::EntropyBonus;
 use crate::error::{Error, Result};
 use crate::gkd::GkdDistill;
@@ -70,9 +75,6 @@ pub struct LossConfig {
     pub components: BTreeMap<String, Schedule>,
 }
 
-/// The names of the extra components, in the order they are added to the loss.
-pub const COMPONENTS: [&str; 3] = ["kl", "entropy", "gkd"];
-
 /// The presets, by name.
 pub fn presets() -> Registry<fn() -> LossConfig> {
     Registry::from_entries(
@@ -87,11 +89,6 @@ pub fn presets() -> Registry<fn() -> LossConfig> {
         ],
     )
     .expect("the preset names are distinct")
-}
-
-/// The extra loss components, by name.
-pub fn components() -> Registry<()> {
-    Registry::from_entries("loss component", COMPONENTS.map(|n| (n, ()))).expect("the component names are distinct")
 }
 
 /// The weightings, by name.
@@ -190,6 +187,19 @@ impl LossConfig {
     /// The coefficient of component `name` (0 when absent).
     pub fn component(&self, name: &str) -> Schedule {
         self.components.get(name).cloned().unwrap_or_else(|| Schedule::constant(0.0))
+    }
+
+    /// The configured extra components in the order of [`COMPONENTS`]; a name that is not declared is skipped
+    /// here ([`LossConfig::validate`] refuses it).
+    fn extra_components(&self) -> Vec<Component> {
+        DECLARED.iter().filter_map(|(name, build)| self.components.get(*name).map(|coef| build(coef.clone()))).collect()
+    }
+
+    /// `(component, input)` for each optional batch input that a configured component needs: every component
+    /// whose coefficient is not the constant 0 (a `kl = 0.0` needs nothing), in the order of [`COMPONENTS`].
+    pub fn needs(&self) -> Vec<(&'static str, Input)> {
+        let on = self.extra_components().into_iter().filter(|c| !c.is_off());
+        on.flat_map(|c| c.inputs().iter().map(move |&input| (c.name(), input))).collect()
     }
 
     /// Checks ranges and component names.
@@ -346,34 +356,84 @@ impl<B: Backend> Ctx<'_, B> {
     }
 }
 
-/// One extra term of the loss.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Component {
+/// Declares the extra components once: from one line per component (its variant, its type, its name and the
+/// optional batch inputs it needs) follow the [`Component`] enum, [`COMPONENTS`], [`components`] and the
+/// dispatch of [`Component`]'s methods. Each type has a `coef: Schedule` field and a
+/// `compute(&self, &Ctx, coef: f64) -> Result<LossOutput>`.
+macro_rules! declare_components {
+    ($($(#[$doc:meta])* $variant:ident($ty:ident) = $name:literal, needs [$($input:ident),*];)*) => {
+        /// One extra term of the loss.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Component {
+            $($(#[$doc])* $variant($ty),)*
+        }
+
+        /// The names of the extra components, in the order they are added to the loss.
+        pub const COMPONENTS: [&str; [$($name),*].len()] = [$($name),*];
+
+        /// Each component's name and constructor from its coefficient, in the order of [`COMPONENTS`].
+        const DECLARED: [(&str, fn(Schedule) -> Component); COMPONENTS.len()] =
+            [$(($name, |coef| Component::$variant($ty { coef }))),*];
+
+        impl Component {
+            /// Its registered name.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Component::$variant(_) => $name,)*
+                }
+            }
+
+            /// The optional batch inputs it needs whenever its coefficient is non-zero.
+            pub fn inputs(&self) -> &'static [Input] {
+                match self {
+                    $(Component::$variant(_) => &[$(Input::$input),*],)*
+                }
+            }
+
+            /// Its coefficient.
+            pub fn coef(&self) -> &Schedule {
+                match self {
+                    $(Component::$variant(c) => &c.coef,)*
+                }
+            }
+
+            /// `coef * term` of its type.
+            fn compute_with<B: Backend>(&self, ctx: &Ctx<'_, B>, coef: f64) -> Result<LossOutput<B>> {
+                match self {
+                    $(Component::$variant(c) => c.compute(ctx, coef),)*
+                }
+            }
+        }
+    };
+}
+
+declare_components! {
     /// k3 KL to a reference.
-    Kl(KlPenalty),
+    Kl(KlPenalty) = "kl", needs [LpRef];
     /// Entropy bonus.
-    Entropy(EntropyBonus),
+    Entropy(EntropyBonus) = "entropy", needs [];
     /// Full-vocabulary reverse KL (GKD).
-    Gkd(GkdDistill),
+    Gkd(GkdDistill) = "gkd", needs [Vocab];
+}
+
+/// The extra loss components by name, each with its constructor from a coefficient.
+pub fn components() -> Registry<fn(Schedule) -> Component> {
+    Registry::from_entries("loss component", DECLARED).expect("the component names are distinct")
 }
 
 impl Component {
     /// The component registered as `name` with coefficient `coef`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownName`] listing the components.
     pub fn from_name(name: &str, coef: Schedule) -> Result<Component> {
-        components().get(name)?;
-        Ok(match name {
-            "kl" => Component::Kl(KlPenalty { coef }),
-            "entropy" => Component::Entropy(EntropyBonus { coef }),
-            _ => Component::Gkd(GkdDistill { coef }),
-        })
+        Ok(components().get(name)?(coef))
     }
 
-    fn coef(&self) -> &Schedule {
-        match self {
-            Component::Kl(c) => &c.coef,
-            Component::Entropy(c) => &c.coef,
-            Component::Gkd(c) => &c.coef,
-        }
+    /// Whether its coefficient is the constant 0, so that it never computes and needs no input.
+    pub fn is_off(&self) -> bool {
+        self.coef().is_constant() && self.coef().eval(0, 0) == 0.0
     }
 
     /// The term at this step, or None when its coefficient is 0 there (then its inputs are not needed).
@@ -382,12 +442,7 @@ impl Component {
         if coef == 0.0 {
             return Ok(None);
         }
-        match self {
-            Component::Kl(c) => c.compute(ctx, coef),
-            Component::Entropy(c) => c.compute(ctx, coef),
-            Component::Gkd(c) => c.compute(ctx, coef),
-        }
-        .map(Some)
+        self.compute_with(ctx, coef).map(Some)
     }
 }
 
@@ -416,10 +471,7 @@ impl Loss {
             norm_by_std: config.norm_by_std,
         };
         let pg = PolicyGradient { clip: Clip { low: config.clip_low, high: config.clip_high } };
-        let components = COMPONENTS
-            .iter()
-            .filter_map(|&name| config.components.get(name).map(|coef| Component::from_name(name, coef.clone())))
-            .collect::<Result<_>>()?;
+        let components = config.extra_components();
         Ok(Loss { config, advantage, pg, components })
     }
 
@@ -436,6 +488,32 @@ impl Loss {
     /// The resolved configuration (serialise it into the run's resolved config).
     pub fn config(&self) -> &LossConfig {
         &self.config
+    }
+
+    /// The optional batch inputs its components need: [`LossConfig::needs`].
+    pub fn needs(&self) -> Vec<(&'static str, Input)> {
+        self.config.needs()
+    }
+
+    /// Checks, before any batch is built, that a caller feeding the optional inputs `fed` (the fields of
+    /// [`TrainBatch`] it fills) gives every component what it needs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unfed`] naming the first component whose input is not in `fed`.
+    pub fn check_fed(&self, fed: &[Input]) -> Result<()> {
+        match self.needs().into_iter().find(|(_, input)| !fed.contains(input)) {
+            None => Ok(()),
+            Some((component, input)) => Err(Error::Unfed {
+                component: component.to_owned(),
+                input: input.name(),
+                fed: if fed.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    fed.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+                },
+            }),
+        }
     }
 
     /// Stage one, once per step over the whole batch: the hybrid advantages, the weights and their metrics.
@@ -489,5 +567,99 @@ impl Loss {
         m.insert("sched/rho".to_owned(), self.config.rho.eval(step.step, step.total));
         m.insert("loss/total".to_owned(), scalar(out.loss.clone().detach()));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use atod_models::CpuBackend;
+    use burn::tensor::activation::log_softmax;
+
+    use super::*;
+    use crate::batch::host_tensor;
+
+    fn with_components(components: &[(&str, &str)]) -> Loss {
+        let mut config = LossConfig::grpo();
+        for (name, coef) in components {
+            config.components.insert((*name).to_owned(), Schedule::parse(coef).unwrap());
+        }
+        Loss::new(config).unwrap()
+    }
+
+    #[test]
+    fn one_declaration_gives_the_names_the_registry_and_the_inputs() {
+        assert_eq!(COMPONENTS, ["kl", "entropy", "gkd"]);
+        assert_eq!(components().names(), COMPONENTS);
+        for name in COMPONENTS {
+            assert_eq!(Component::from_name(name, Schedule::constant(1.0)).unwrap().name(), name);
+        }
+        let inputs = |name| Component::from_name(name, Schedule::constant(1.0)).unwrap().inputs();
+        assert_eq!(
+            (inputs("kl"), inputs("entropy"), inputs("gkd")),
+            (&[Input::LpRef][..], &[][..], &[Input::Vocab][..])
+        );
+        let err = Component::from_name("ppo", Schedule::constant(1.0)).unwrap_err().to_string();
+        assert_eq!(err, "unknown loss component `ppo`; known loss components: kl, entropy, gkd");
+        assert_eq!((Input::LpRef.to_string(), Input::Vocab.name()), ("lp_ref".to_owned(), "vocab"));
+    }
+
+    #[test]
+    fn only_components_not_constantly_zero_need_their_inputs() {
+        assert_eq!(Loss::preset("atod").unwrap().needs(), []);
+        assert_eq!(with_components(&[("kl", "0.0"), ("gkd", "0"), ("entropy", "0.01")]).needs(), []);
+        let loss = with_components(&[("gkd", "1"), ("kl", "step_at(5, 0, 0.1)")]);
+        assert_eq!(loss.needs(), [("kl", Input::LpRef), ("gkd", Input::Vocab)]);
+        assert_eq!(loss.needs(), loss.config().needs());
+    }
+
+    #[test]
+    fn an_unfed_input_is_an_error_naming_the_key_and_the_fix() {
+        let loss = with_components(&[("kl", "step_at(5, 0, 0.1)"), ("gkd", "0.5")]);
+        assert!(loss.check_fed(&Input::ALL).is_ok());
+        let err = loss.check_fed(&[]).unwrap_err();
+        assert!(matches!(&err, Error::Unfed { component, input: "lp_ref", .. } if component == "kl"), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "`loss.components.kl` needs the batch input `lp_ref`, which this caller does not feed (it feeds: \
+             nothing); remove the key or set it to 0"
+        );
+        let err = loss.check_fed(&[Input::LpRef]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("`loss.components.gkd` needs the batch input `vocab`") && err.contains("feeds: `lp_ref`)")
+        );
+        assert!(with_components(&[("kl", "0")]).check_fed(&[]).is_ok());
+    }
+
+    /// A one-row batch of two tokens feeding `fed`.
+    fn batch(fed: &[Input]) -> TrainBatch<CpuBackend> {
+        let d = Default::default();
+        let t = |x: f32| host_tensor::<CpuBackend>(vec![x; 2], 1, 2, &d);
+        let mut batch = TrainBatch::new(t(-1.0), t(-1.0), t(0.5), t(1.0));
+        if fed.contains(&Input::LpRef) {
+            batch = batch.with_ref(t(-1.5));
+        }
+        if fed.contains(&Input::Vocab) {
+            let v = |x: f32| log_softmax(Tensor::<CpuBackend, 3>::from_floats([[[x, 0.0, 1.0], [0.0, x, 2.0]]], &d), 2);
+            batch = batch.with_vocab(v(0.5), v(-0.5));
+        }
+        assert_eq!(batch.fed(), fed);
+        batch
+    }
+
+    #[test]
+    fn every_component_computes_with_its_declared_inputs_and_errs_without_each() {
+        let advantages = host_tensor::<CpuBackend>(vec![1.0; 2], 1, 2, &Default::default());
+        for name in COMPONENTS {
+            let loss = with_components(&[(name, "1")]);
+            let needs: Vec<Input> = loss.needs().into_iter().map(|(_, input)| input).collect();
+            let out = loss.objective(&batch(&needs), advantages.clone(), StepInfo::new(0, 1)).unwrap();
+            assert!(out.metrics.contains_key(&format!("loss/{name}")), "{name}");
+            for &missing in &needs {
+                let fed: Vec<Input> = needs.iter().copied().filter(|&i| i != missing).collect();
+                let err = loss.objective(&batch(&fed), advantages.clone(), StepInfo::new(0, 1)).unwrap_err();
+                let expected = (name, missing.name());
+                assert!(matches!(err, Error::MissingInput { component, input } if (component, input) == expected));
+            }
+        }
     }
 }

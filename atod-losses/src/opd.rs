@@ -3,7 +3,8 @@
 //! On-policy distillation (Agarwal et al., "On-Policy Distillation of Language Models: Learning from
 //! Self-Generated Mistakes" (GKD), arXiv 2306.13649; Thinking Machines, "On-Policy Distillation", 2025): the
 //! student samples, the teacher scores the sampled tokens, and the per-token reward is the negative reverse-KL
-//! estimate on the sampled token, `A_opd_t = lp_T(a_t) - lp_old(a_t)` (ATOD, arXiv 2606.27814, DESIGN §3).
+//! estimate on the sampled token, `A_opd_t = lp_T(a_t) - lp_old(a_t)`: the OPD term of the hybrid advantage
+//! (ATOD, arXiv 2606.27814, Eq 8; DESIGN §3 the contract).
 //!
 //! It uses the behaviour log-prob `lp_old`, not the current one, so the advantage is a constant of the whole
 //! step (stop-gradient), as in Thinking Machines' recipe; no discounting across tokens (their discount 0).

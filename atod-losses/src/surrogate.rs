@@ -1,7 +1,8 @@
 //! The clipped surrogate of PPO with asymmetric clipping ("clip-higher").
 //!
 //! PPO (Schulman et al., arXiv 1707.06347, Eq 7) with DAPO's decoupled clip range (Yu et al., arXiv 2503.14476,
-//! Eq 10, "clip-higher"), per response token, as DESIGN §3 fixes it:
+//! Eq 10, "clip-higher"), per response token, with `A_t` the hybrid advantage of ATOD (arXiv 2606.27814) Eq 8,
+//! as DESIGN §3 fixes it:
 //!
 //! ```text
 //! ratio_t = exp(lp - lp_old)

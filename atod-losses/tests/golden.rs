@@ -456,7 +456,7 @@ fn vocab(x: &[f64]) -> Tensor<CpuAutodiff, 3> {
 }
 
 fn train_batch(lp: Tensor<CpuAutodiff, 2>) -> TrainBatch<CpuAutodiff> {
-    TrainBatch::new(lp, tensor(&LP_OLD), tensor(&LP_T), tensor(&ENT), host_tensor(mask(), S, T, &Default::default()))
+    TrainBatch::new(lp, tensor(&LP_OLD), tensor(&ENT), host_tensor(mask(), S, T, &Default::default()))
         .with_ref(tensor(&LP_REF))
         .with_vocab(vocab(&LOGIT_S), vocab(&LOGIT_T))
 }

@@ -195,7 +195,7 @@ struct Mini {
     t: usize,
     v: usize,
     lengths: Vec<usize>,
-    fields: [Vec<f32>; 6], // lp, lp_old, lp_teacher, entropy, lp_ref, advantages
+    fields: [Vec<f32>; 5], // lp, lp_old, entropy, lp_ref, advantages
     logits: [Vec<f32>; 2],
 }
 
@@ -205,7 +205,7 @@ fn random_mini(seed: u64, lengths: Vec<usize>, t: usize) -> Mini {
     let mut field = |lo: f64, hi: f64| (0..s * t).map(|_| uniform(&mut rng, lo, hi)).collect::<Vec<f32>>();
     let lp_old = field(-4.0, -0.05);
     let lp: Vec<f32> = lp_old.iter().zip(field(-0.5, 0.5)).map(|(a, d)| a + d).collect();
-    let fields = [lp, lp_old, field(-4.0, -0.05), field(0.0, 2.0), field(-4.0, -0.05), field(-2.0, 2.0)];
+    let fields = [lp, lp_old, field(0.0, 2.0), field(-4.0, -0.05), field(-2.0, 2.0)];
     let logits = [0, 1].map(|_| (0..s * t * v).map(|_| uniform(&mut rng, -3.0, 3.0)).collect());
     Mini { s, t, v, lengths, fields, logits }
 }
@@ -253,16 +253,10 @@ impl Mini {
             )
         };
         let lp = t2(&self.fields[0]).require_grad();
-        let batch = TrainBatch::new(
-            lp.clone(),
-            t2(&self.fields[1]),
-            t2(&self.fields[2]),
-            t2(&self.fields[3]),
-            t2(&self.mask()),
-        )
-        .with_ref(t2(&self.fields[4]))
-        .with_vocab(t3(&self.logits[0]), t3(&self.logits[1]));
-        let out = loss.objective(&batch, t2(&self.fields[5]), StepInfo::new(3, 10)).unwrap();
+        let batch = TrainBatch::new(lp.clone(), t2(&self.fields[1]), t2(&self.fields[2]), t2(&self.mask()))
+            .with_ref(t2(&self.fields[3]))
+            .with_vocab(t3(&self.logits[0]), t3(&self.logits[1]));
+        let out = loss.objective(&batch, t2(&self.fields[4]), StepInfo::new(3, 10)).unwrap();
         let grads = out.loss.backward();
         let grad: Vec<f32> = lp.grad(&grads).unwrap().into_data().to_vec().unwrap();
         let real =

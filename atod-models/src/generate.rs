@@ -254,18 +254,7 @@ pub fn response_stats<B: HotPathBackend>(
     pairs: &[(&[u32], &[u32])],
     temperature: f32,
 ) -> Result<ResponseStats<B>> {
-    if let Some(i) = pairs.iter().position(|(p, _)| p.is_empty()) {
-        return Err(Error::BadInput { what: format!("pair {i} has an empty prompt") });
-    }
-    let rows: Vec<(Vec<u32>, Vec<bool>)> = pairs
-        .iter()
-        .map(|(prompt, response)| {
-            let ids = prompt.iter().chain(response.iter()).copied().collect();
-            let mask =
-                std::iter::repeat_n(false, prompt.len()).chain(std::iter::repeat_n(true, response.len())).collect();
-            (ids, mask)
-        })
-        .collect();
+    let rows = response_rows(pairs)?;
     let rows: Vec<(&[u32], &[bool])> = rows.iter().map(|(ids, mask)| (&ids[..], &mask[..])).collect();
     sequence_stats(model, &rows, temperature)
 }
@@ -281,6 +270,58 @@ pub fn sequence_stats<B: HotPathBackend>(
     rows: &[(&[u32], &[bool])],
     temperature: f32,
 ) -> Result<ResponseStats<B>> {
+    let (logits, targets, mask) = target_logits(model, rows, temperature)?;
+    let TokenStats { logp, entropy } = token_logprobs(logits, targets);
+    Ok(ResponseStats { logp: logp * mask.clone(), entropy: entropy * mask.clone(), mask })
+}
+
+/// [`response_stats`] together with the whole distribution at every response position: the log-softmax of
+/// `logits / temperature` over the vocabulary (GKD's input), with gradient when `B` is an autodiff backend.
+/// Rows and positions are those of [`response_stats`]; padded positions hold the distribution after the row's
+/// first token, which a loss must mask.
+///
+/// # Shapes
+/// - output: the stats `[pairs.len(), T]` each, the log-probs `[pairs.len(), T, vocab]`
+pub fn response_vocab_stats<B: HotPathBackend>(
+    model: &Transformer<B>,
+    pairs: &[(&[u32], &[u32])],
+    temperature: f32,
+) -> Result<(ResponseStats<B>, Tensor<B, 3>)> {
+    let rows = response_rows(pairs)?;
+    let rows: Vec<(&[u32], &[bool])> = rows.iter().map(|(ids, mask)| (&ids[..], &mask[..])).collect();
+    let (logits, targets, mask) = target_logits(model, &rows, temperature)?;
+    let vocab = burn::tensor::activation::log_softmax(logits.clone(), 2);
+    let TokenStats { logp, entropy } = token_logprobs(logits, targets);
+    Ok((ResponseStats { logp: logp * mask.clone(), entropy: entropy * mask.clone(), mask }, vocab))
+}
+
+/// The rows of `(prompt, response)` pairs as whole sequences with the response tokens as targets.
+fn response_rows(pairs: &[(&[u32], &[u32])]) -> Result<Vec<(Vec<u32>, Vec<bool>)>> {
+    if let Some(i) = pairs.iter().position(|(p, _)| p.is_empty()) {
+        return Err(Error::BadInput { what: format!("pair {i} has an empty prompt") });
+    }
+    Ok(pairs
+        .iter()
+        .map(|(prompt, response)| {
+            let ids = prompt.iter().chain(response.iter()).copied().collect();
+            let mask =
+                std::iter::repeat_n(false, prompt.len()).chain(std::iter::repeat_n(true, response.len())).collect();
+            (ids, mask)
+        })
+        .collect())
+}
+
+/// One right-padded forward of `rows`, the head applied only where a target is predicted: the logits at
+/// `temperature`, the target ids and the mask of real targets.
+///
+/// # Shapes
+/// - output: `[n, span, vocab]`, `[n, span]`, `[n, span]` with `span` the most targets in a row (at least 1)
+#[allow(clippy::type_complexity)]
+fn target_logits<B: HotPathBackend>(
+    model: &Transformer<B>,
+    rows: &[(&[u32], &[bool])],
+    temperature: f32,
+) -> Result<(Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2>)> {
     if let Some(i) = rows.iter().position(|(ids, mask)| ids.len() != mask.len()) {
         return Err(Error::BadInput { what: format!("row {i}: ids and target mask differ in length") });
     }
@@ -316,9 +357,8 @@ pub fn sequence_stats<B: HotPathBackend>(
     let logits = model.head(picked);
     let logits = if temperature == 1.0 { logits } else { logits / temperature };
     let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, span]), &device);
-    let TokenStats { logp, entropy } = token_logprobs(logits, targets);
     let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [n, span]), &device);
-    Ok(ResponseStats { logp: logp * mask.clone(), entropy: entropy * mask.clone(), mask })
+    Ok((logits, targets, mask))
 }
 
 /// Per-token log-probs and entropies of one response.

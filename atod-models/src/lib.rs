@@ -21,7 +21,8 @@ pub use backend::{compiled_backends, CpuAutodiff, CpuBackend, DeviceSpec};
 pub use backend::{CudaAutodiff, CudaBackend};
 pub use error::{Error, Result};
 pub use generate::{
-    generate, response_stats, score, sequence_stats, Generation, ResponseStats, SamplingParams, Scored,
+    generate, response_stats, response_vocab_stats, score, sequence_stats, Generation, ResponseStats, SamplingParams,
+    Scored,
 };
 pub use hotpath::{token_logprobs, HotPathBackend, TokenStats};
 pub use model::{KvCache, Layout, ModelType, Transformer, TransformerConfig};

@@ -20,6 +20,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use atod_core::Registry;
+
 use crate::error::{Error, Result};
 
 /// The architecture family, as Hugging Face's `model_type` names it.
@@ -83,8 +85,36 @@ fn default_act() -> String {
     "silu".to_owned()
 }
 
-/// The named presets, smallest first.
-pub const PRESETS: &[&str] = &["student-s", "student-m", "student-l", "teacher", "probe"];
+/// A preset's constructor: the config at a given vocabulary size.
+pub type PresetFn = fn(usize) -> TransformerConfig;
+
+/// The one declaration of the named presets, smallest first: [`presets`], [`PRESETS`] and
+/// [`TransformerConfig::preset`] all follow from it.
+const PRESET_TABLE: [(&str, PresetFn); 5] = [
+    ("student-s", TransformerConfig::student_s),
+    ("student-m", TransformerConfig::student_m),
+    ("student-l", TransformerConfig::student_l),
+    ("teacher", TransformerConfig::teacher),
+    ("probe", TransformerConfig::probe),
+];
+
+/// The names of the presets, smallest first.
+pub const PRESETS: &[&str] = &preset_names(&PRESET_TABLE);
+
+const fn preset_names<const N: usize>(table: &[(&'static str, PresetFn); N]) -> [&'static str; N] {
+    let mut names = [""; N];
+    let mut i = 0;
+    while i < N {
+        names[i] = table[i].0;
+        i += 1;
+    }
+    names
+}
+
+/// The presets by name, smallest first; a miss lists the known names.
+pub fn presets() -> Registry<PresetFn> {
+    Registry::from_entries("model preset", PRESET_TABLE).expect("the preset names are distinct")
+}
 
 impl TransformerConfig {
     /// A Qwen2-style config of the given shape with the defaults of this crate (tied embeddings, theta 10000).
@@ -131,16 +161,17 @@ impl TransformerConfig {
         Self::qwen2(vocab_size, 128, 2, 4, 4, 512)
     }
 
-    /// The preset called `name`, or an error listing the known ones.
+    /// The preset called `name` (one of [`PRESETS`]) at a vocabulary of `vocab_size`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownPreset`] listing the known presets.
     pub fn preset(name: &str, vocab_size: usize) -> Result<Self> {
-        Ok(match name {
-            "student-s" => Self::student_s(vocab_size),
-            "student-m" => Self::student_m(vocab_size),
-            "student-l" => Self::student_l(vocab_size),
-            "teacher" => Self::teacher(vocab_size),
-            "probe" => Self::probe(vocab_size),
-            _ => return Err(Error::UnknownPreset { given: name.to_owned(), known: PRESETS.join(", ") }),
-        })
+        let presets = presets();
+        let preset = presets
+            .get(name)
+            .map_err(|_| Error::UnknownPreset { given: name.to_owned(), known: presets.names().join(", ") })?;
+        Ok(preset(vocab_size))
     }
 
     /// Dimension of one head.
@@ -698,5 +729,21 @@ impl<B: Backend> Attention<B> {
 impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_reachable_by_name_and_a_miss_lists_them() {
+        assert_eq!(presets().names(), PRESETS);
+        for (name, constructor) in PRESET_TABLE {
+            assert_eq!(TransformerConfig::preset(name, 300).unwrap(), constructor(300), "{name}");
+        }
+        assert_eq!(TransformerConfig::preset("probe", 300).unwrap().intermediate_size, 512);
+        let err = TransformerConfig::preset("huge", 300).unwrap_err().to_string();
+        assert_eq!(err, "unknown model preset `huge`; known presets: student-s, student-m, student-l, teacher, probe");
     }
 }

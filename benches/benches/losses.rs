@@ -60,14 +60,8 @@ fn losses(c: &mut Criterion) {
     group.bench_function("objective_backward_100k", |b| {
         b.iter(|| {
             let lp = t(&batch.lp_old).add_scalar(0.01).require_grad();
-            let train = TrainBatch::new(
-                lp.clone(),
-                t(&batch.lp_old),
-                t(&batch.lp_teacher),
-                t(&entropy).require_grad(),
-                t(&batch.mask),
-            )
-            .with_ref(t(&lp_ref));
+            let train = TrainBatch::new(lp.clone(), t(&batch.lp_old), t(&entropy).require_grad(), t(&batch.mask))
+                .with_ref(t(&lp_ref));
             let advantages = adv.rows(&rows, COLS, &d).expect("rows");
             let out = loss.objective(&train, advantages, step).expect("objective");
             let grads = out.loss.backward();

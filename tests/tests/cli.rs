@@ -370,3 +370,31 @@ fn eval_runs_a_trained_model_from_a_run_directory() {
     assert_eq!(out.code, Some(1));
     assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
 }
+
+/// `atod` behaves like a Unix tool when its reader goes away: `atod ... --json | head -c 100` ends quietly (by
+/// SIGPIPE, as `cat` does) instead of panicking with "failed printing to stdout: Broken pipe". The document here
+/// is megabytes long, far past a pipe's buffer, so the writes after the reader has gone cannot all succeed.
+#[test]
+fn a_closed_stdout_ends_the_process_quietly() {
+    use std::io::Read;
+    let mut child = std::process::Command::new(atod_tests::atod_bin())
+        .args(["schedule", "linear(1, 0, 10)", "--steps", "200000", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("atod runs");
+    let mut head = [0u8; 100];
+    child.stdout.take().expect("piped").read_exact(&mut head).expect("100 bytes of JSON");
+    // The read end is closed here, as `head -c 100` closes it after its 100 bytes.
+    let out = child.wait_with_output().expect("atod ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(head.starts_with(b"{"), "{}", String::from_utf8_lossy(&head));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        const SIGPIPE: i32 = 13; // the same on every Unix atod builds for
+        assert_eq!(out.status.signal(), Some(SIGPIPE), "{:?}", out.status);
+    }
+}

@@ -353,3 +353,80 @@ fn sharded_updates_equal_whole_mini_batch_updates() {
         }
     }
 }
+
+/// Every component the `[loss]` table accepts trains end to end: `kl` (k3 KL to the frozen student of step 0)
+/// and `gkd` (the full-vocabulary reverse KL to the teacher), each reported under its own key, non-negative.
+#[test]
+fn the_kl_and_gkd_components_train() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, component, key) in [("kl", "kl = 0.01", "loss/kl"), ("gkd", "gkd = 0.1", "loss/gkd")] {
+        // One mini-batch a step, so that step 0's update sees the student exactly as the reference.
+        let text = config(dir.path(), "counter", "{ max_target = 5 }", "test", "atod", 2)
+            .replace("mini_batch_size = 8", "mini_batch_size = 64")
+            + &format!("[loss.components]\n{component}\n");
+        let summary = train(dir.path(), name, &text, &[]);
+        assert_eq!(summary["status"], "finished", "{name}");
+        let metrics = jsonl(&dir.path().join(name).join("metrics.jsonl"));
+        assert_eq!(metrics.len(), 2, "{name}");
+        for line in &metrics {
+            assert_finite(line, name);
+            let value = line[key].as_f64().unwrap_or_else(|| panic!("{name}: no {key} in {line}"));
+            assert!(value >= -1e-6, "{name}: {key} = {value}");
+        }
+        // At step 0 the student is its own reference: the k3 KL is (numerically) zero, and then it is not.
+        if name == "kl" {
+            assert!(metrics[0][key].as_f64().unwrap() < 1e-5, "{:?}", metrics[0]);
+            assert!(metrics[1][key].as_f64().unwrap() > 1e-5, "{:?}", metrics[1]);
+        }
+    }
+}
+
+/// The learning rate and the rollout temperature are schedules over the online steps like every other scalar:
+/// `actor/lr` follows the expression step by step; a schedule that is not positive is refused at load, as is the
+/// removed `train.warmup` key (with the schedule that replaces it), all before any stage is built.
+#[test]
+fn the_learning_rate_and_temperature_are_schedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = config(dir.path(), "counter", "{ max_target = 5 }", "test", "atod", 3);
+    let text = base.replace(
+        "[train]\n",
+        "[train]\nlr = \"cosine(3e-4, 3e-5, total)\"\ntemperature = \"linear(1.0, 0.7, total)\"\n",
+    );
+    train(dir.path(), "scheduled", &text, &[]);
+    let lrs: Vec<f64> =
+        jsonl(&dir.path().join("scheduled/metrics.jsonl")).iter().map(|m| m["actor/lr"].as_f64().unwrap()).collect();
+    let expected = [3e-4, 3e-5 + 2.7e-4 * 0.5 * (1.0 + (std::f64::consts::PI / 3.0).cos()), 3e-5 + 2.7e-4 * 0.25];
+    for (got, want) in lrs.iter().zip(expected) {
+        assert!((got - want).abs() < 1e-12, "{lrs:?} vs {expected:?}");
+    }
+    for (setting, needle) in [
+        ("temperature = \"linear(1, -1, total)\"", "`train.temperature` must be positive at every step"),
+        ("warmup = 5", "lr = \"warmup(5, 0.0003)\""),
+        ("lr = \"linear(1e-3, -1e-3, total)\"", "`train.lr` must be finite and >= 0 at every step"),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, base.replace("[train]\n", &format!("[train]\n{setting}\n"))).unwrap();
+        let started = std::time::Instant::now();
+        let run = atod(&["train", "--config", path.to_str().unwrap()], &[]);
+        assert_eq!(run.code, Some(1), "{setting}");
+        assert!(run.stderr.contains(needle), "{setting}: {}", run.stderr);
+        assert!(started.elapsed().as_secs_f64() < 2.0, "{setting}: refused only after {:?}", started.elapsed());
+    }
+}
+
+/// A `[loss.components]` entry the trainer cannot feed, or does not know, is refused when the config loads,
+/// naming the key, before any stage is built.
+#[test]
+fn a_loss_component_the_trainer_cannot_feed_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(dir.path(), "counter", "{ max_target = 5 }", "test", "atod", 1)
+        + "[loss.components]\nentropy = 0.01\nbogus = 0.1\n";
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let started = std::time::Instant::now();
+    let run = atod(&["train", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("loss.components.bogus") && run.stderr.contains("kl, entropy, gkd"), "{}", run.stderr);
+    assert!(started.elapsed().as_secs_f64() < 2.0);
+    assert!(!dir.path().join("stages").exists(), "no stage was built");
+}

@@ -1,4 +1,12 @@
-//! One module per command.
+//! The command line: one module per command, each with its clap `Args` and a `run` that parses, calls the
+//! library and prints. These are the leaves of atod-cli: nothing outside this module imports from it or knows
+//! clap (a test checks that). Every command has `--help`; commands that print results accept `--json` and then
+//! print exactly one JSON document on stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod collect;
@@ -11,3 +19,88 @@ pub mod schedule;
 pub mod sft;
 pub mod tokenizer;
 pub mod train;
+
+/// Post-train small language-model agents on multi-turn text environments (ATOD, OPD, GRPO).
+#[derive(Debug, Parser)]
+#[command(name = "atod", version, propagate_version = true)]
+pub struct Cli {
+    /// Load an environment plugin (a shared library built with `atod_envs::export_environment!`). Repeatable;
+    /// a plugin given here replaces a bundled environment of the same name. More plugins are found through
+    /// the ATOD_PLUGIN_PATH variable (files or directories, separated like PATH) and beside the executable.
+    #[arg(long = "plugin", value_name = "PATH", global = true)]
+    pub plugins: Vec<PathBuf>,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Throughput figures: `atod bench model --preset NAME`.
+    Bench(bench::Args),
+    /// Play the environment's expert and write its turns as chat-format JSONL demonstrations.
+    Collect(collect::Args),
+    /// List the environments found: name, version, splits and their sizes.
+    Envs(envs::Args),
+    /// Evaluate a policy on a split: success rate, score, turns and invalid actions, per task type.
+    Eval(eval::Args),
+    /// Train every unfinished cell of a grid of runs (resuming), then write results.csv, results.md and plots.
+    Grid(grid::Args),
+    /// Play an environment in the terminal, replay a script of responses, or watch the expert.
+    Play(play::Args),
+    /// Regenerate the tables and plots of a grid directory, or show a run directory's results.
+    Report(report::Args),
+    /// Evaluate a schedule expression over the training steps and draw it.
+    Schedule(schedule::Args),
+    /// Supervised fine-tuning on expert demonstrations (teachers, student initialisation).
+    Sft(sft::Args),
+    /// Train the chat tokenizer (byte-level BPE) on JSONL transcripts and write its tokenizer.json.
+    Tokenizer(tokenizer::Args),
+    /// Online post-training (atod, opd, grpo and ablations); builds missing stages first.
+    Train(train::Args),
+}
+
+/// Runs the command line of this process and returns its exit code. Errors print as one `error:` paragraph
+/// on stderr with exit code 1.
+pub fn main() -> ExitCode {
+    restore_sigpipe();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Bench(args) => bench::run(&args),
+        Command::Collect(args) => collect::run(&crate::registry::build(&cli.plugins)?, &args),
+        Command::Envs(args) => envs::run(&crate::registry::build(&cli.plugins)?, &args),
+        Command::Eval(args) => eval::run(&crate::registry::build(&cli.plugins)?, &args),
+        Command::Grid(args) => grid::run(&cli.plugins, &args),
+        Command::Play(args) => play::run(&crate::registry::build(&cli.plugins)?, &args),
+        Command::Report(args) => report::run(&args),
+        Command::Schedule(args) => schedule::run(&args),
+        Command::Sft(args) => sft::run(&crate::registry::build(&cli.plugins)?, &args),
+        Command::Tokenizer(args) => tokenizer::run(&args),
+        Command::Train(args) => train::run(&crate::registry::build(&cli.plugins)?, &args),
+    }
+}
+
+/// Lets a closed stdout end the process quietly, as a Unix tool does (`atod eval ... --json | head -c 100`):
+/// Rust ignores SIGPIPE, so without this every `println!` after the reader has gone would panic with "failed
+/// printing to stdout: Broken pipe".
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default at the start of `main`, before any thread is
+    // spawned, affects only how this process reacts to SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

@@ -7,6 +7,7 @@ use atod_envs::Registry;
 
 use crate::pipeline::config::SftRunConfig;
 use crate::pipeline::stages;
+use crate::progress;
 
 /// Arguments of `atod sft`.
 #[derive(Debug, clap::Args)]
@@ -22,7 +23,7 @@ pub struct Args {
 /// Runs `atod sft`.
 pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
     let config = SftRunConfig::load(&args.config)?;
-    let stage = stages::sft(registry, &config)?;
+    let stage = stages::sft(registry, &config, &progress::bar(0, "sft"))?;
     let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stage.dir.join("eval.json"))?)?;
     if args.json {
         let doc = serde_json::json!({ "stage": stage.dir, "built": stage.built, "model": stage.dir.join("model"), "result": eval });

@@ -4,15 +4,12 @@
 //! `{"role": "system" | "user" | "assistant", "content": "..."}`; other fields are ignored, blank lines skipped.
 //! Every message content is one training text.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
-use atod_core::ChatMessage;
+use anyhow::bail;
 use atod_models::ChatTokenizer;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Arguments of `atod tokenizer`.
 #[derive(Debug, clap::Args)]
@@ -46,42 +43,11 @@ pub struct Report {
     pub tokens_per_byte: f64,
 }
 
-/// One line of a transcript file; only the messages matter.
-#[derive(Debug, Deserialize)]
-struct Line {
-    messages: Vec<ChatMessage>,
-}
-
-/// The message contents of every line of `path`.
-pub fn read_texts(path: &Path) -> anyhow::Result<Vec<String>> {
-    let file = File::open(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let mut texts = Vec::new();
-    for (idx, line) in BufReader::new(file).lines().enumerate() {
-        let line_no = idx + 1;
-        let line = line.with_context(|| format!("{}:{line_no}: cannot read the line", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: Line = serde_json::from_str(&line).map_err(|e| {
-            // serde_json words its position as "at line 1 column N" of the one line it was given.
-            let message = e.to_string();
-            let cause = message.rsplit_once(" at line ").map_or(message.as_str(), |(cause, _)| cause);
-            anyhow::anyhow!(
-                "{}:{line_no}:{}: not a transcript line ({cause}); expected {{\"messages\": [{{\"role\": \"user\", \"content\": \"...\"}}, ...]}}",
-                path.display(),
-                e.column()
-            )
-        })?;
-        texts.extend(parsed.messages.into_iter().map(|m| m.content));
-    }
-    Ok(texts)
-}
-
 /// Reads the data, trains, saves and measures.
 pub fn train(args: &Args) -> anyhow::Result<Report> {
     let mut texts = Vec::new();
     for path in &args.data {
-        texts.extend(read_texts(path)?);
+        texts.extend(crate::demos::read_texts(path)?);
     }
     if texts.iter().all(|t| t.is_empty()) {
         bail!(

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use atod_envs::Registry;
 
 use crate::pipeline::config::TrainConfig;
-use crate::pipeline::trainer;
+use crate::pipeline::run;
+use crate::progress;
 
 /// Arguments of `atod train`.
 #[derive(Debug, clap::Args)]
@@ -30,7 +31,7 @@ pub struct Args {
 pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
     let config = TrainConfig::load(&args.config)?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
-    let summary = trainer::run(registry, &config, &out, args.resume)?;
+    let summary = run::run(registry, &config, &out, args.resume, &progress::bar(0, "train"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

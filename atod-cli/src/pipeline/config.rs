@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! name = "quickstart"
-//! method = "atod"          # atod | opd | grpo | atod-uniform | atod-const | atod-token | sft-init
+//! method = "atod"          # a loss preset (atod | opd | grpo | atod-uniform | atod-const | atod-token) or sft-init
 //! seed = 0
 //! device = "cpu"
 //!
@@ -42,12 +42,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use atod_core::config::EnvConfig;
 use atod_core::Schedule;
-use atod_losses::LossConfig;
+use atod_losses::{LossConfig, COMPONENTS};
 use atod_models::optim::AdamWConfig;
 use serde::{Deserialize, Serialize};
 
-/// The methods `atod train` knows; `sft-init` trains nothing and evaluates the initialisation.
-pub const METHODS: &[&str] = &["atod", "opd", "grpo", "atod-uniform", "atod-const", "atod-token", "sft-init"];
+/// The method that trains nothing and evaluates the initialisation.
+pub const SFT_INIT: &str = "sft-init";
+
+/// The methods `atod train` knows: every loss preset of atod-losses (`atod`, `opd`, `grpo` and the ablations),
+/// then [`SFT_INIT`].
+pub fn methods() -> Vec<&'static str> {
+    let mut names = atod_losses::loss::presets().names();
+    names.push(SFT_INIT);
+    names
+}
 
 /// Expert demonstrations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,9 +145,11 @@ pub struct SftConfig {
     /// Transcripts per step.
     #[serde(default = "default_sft_batch")]
     pub batch_size: usize,
-    /// Peak learning rate (linear warm-up over the first 5% of steps, then cosine decay to 10%).
+    /// The learning rate, a schedule over the SFT steps: an expression is used as written (`"cosine(3e-3, 3e-4,
+    /// total)"`), and a bare number is the peak of the default shape, a linear warm-up over the first 5% of the
+    /// steps then a cosine decay to 10% of the peak (`sft::lr_at`).
     #[serde(default = "default_sft_lr")]
-    pub lr: f64,
+    pub lr: Schedule,
     /// AdamW.
     #[serde(default)]
     pub optimizer: AdamWConfig,
@@ -202,6 +212,21 @@ impl SftConfig {
     }
 }
 
+/// A learning rate must be finite and non-negative at every step.
+fn check_lr(key: &str, lr: &Schedule, total: u64) -> anyhow::Result<()> {
+    if let Some(step) = (0..total.max(1)).find(|&s| {
+        let v = lr.eval(s, total);
+        !(v >= 0.0 && v.is_finite())
+    }) {
+        bail!(
+            "`{key}` must be finite and >= 0 at every step, but `{}` is {} at step {step}",
+            lr.source(),
+            lr.eval(step, total)
+        );
+    }
+    Ok(())
+}
+
 fn is_zero(x: &Schedule) -> bool {
     x.is_constant() && x.eval(0, 1) == 0.0
 }
@@ -216,8 +241,8 @@ fn default_sft_steps() -> u64 {
 fn default_sft_batch() -> usize {
     16
 }
-fn default_sft_lr() -> f64 {
-    3e-3
+fn default_sft_lr() -> Schedule {
+    Schedule::constant(3e-3)
 }
 fn default_eval_episodes() -> u64 {
     32
@@ -236,14 +261,15 @@ pub struct LoopConfig {
     /// Episodes per task (a GRPO group).
     #[serde(default = "default_group_size")]
     pub group_size: usize,
-    /// Learning rate (constant after a linear warm-up over `warmup` steps). Default 3e-4: at 3e-3 a
-    /// 0.1M-parameter student's approximate KL to its rollout policy reached 0.75 within one step and every
-    /// response became invalid by the second (`counter`, mini-batches of 8).
+    /// The learning rate, a number or a schedule over the online steps (`"warmup(5, 3e-4)"`,
+    /// `"cosine(3e-4, 3e-5, total)"`). Default 3e-4: at 3e-3 a 0.1M-parameter student's approximate KL to its
+    /// rollout policy reached 0.75 within one step and every response became invalid by the second (`counter`,
+    /// mini-batches of 8).
     #[serde(default = "default_lr")]
-    pub lr: f64,
-    /// Warm-up steps.
-    #[serde(default)]
-    pub warmup: u64,
+    pub lr: Schedule,
+    /// Removed: a warm-up is part of the `lr` schedule (`lr = "warmup(5, 3e-4)"`). Kept only to say so.
+    #[serde(default, skip_serializing)]
+    pub warmup: Option<u64>,
     /// AdamW.
     #[serde(default)]
     pub optimizer: AdamWConfig,
@@ -253,9 +279,10 @@ pub struct LoopConfig {
     /// Passes over each step's samples.
     #[serde(default = "default_ppo_epochs")]
     pub ppo_epochs: usize,
-    /// Sampling temperature of rollouts.
+    /// Sampling temperature of rollouts, a number or a schedule over the online steps; the behaviour, teacher
+    /// and reference log-probs of a step are all taken at its value (positive at every step).
     #[serde(default = "default_temperature")]
-    pub temperature: f32,
+    pub temperature: Schedule,
     /// Sampling temperature of evaluations.
     #[serde(default = "default_eval_temperature")]
     pub eval_temperature: f32,
@@ -285,8 +312,8 @@ fn default_tasks_per_step() -> usize {
 fn default_group_size() -> usize {
     4
 }
-fn default_lr() -> f64 {
-    3e-4
+fn default_lr() -> Schedule {
+    Schedule::constant(3e-4)
 }
 fn default_mini_batch() -> usize {
     64
@@ -294,8 +321,8 @@ fn default_mini_batch() -> usize {
 fn default_ppo_epochs() -> usize {
     1
 }
-fn default_temperature() -> f32 {
-    1.0
+fn default_temperature() -> Schedule {
+    Schedule::constant(1.0)
 }
 fn default_eval_temperature() -> f32 {
     super::STAGE_EVAL_TEMPERATURE
@@ -319,7 +346,7 @@ impl Default for LoopConfig {
 pub struct TrainConfig {
     /// The run's name (its directory under `runs/` unless `--out` says otherwise).
     pub name: String,
-    /// The method (see [`METHODS`]).
+    /// The method (see [`methods`]).
     #[serde(default = "default_method")]
     pub method: String,
     /// The seed of everything random in the online loop.
@@ -404,8 +431,8 @@ impl TrainConfig {
 
     /// Checks what serde cannot: names and ranges.
     pub fn check(&self) -> anyhow::Result<()> {
-        if !METHODS.contains(&self.method.as_str()) {
-            bail!("unknown method `{}` (key `method`); known methods: {}", self.method, METHODS.join(", "));
+        if !methods().contains(&self.method.as_str()) {
+            bail!("unknown method `{}` (key `method`); known methods: {}", self.method, methods().join(", "));
         }
         self.device.parse::<atod_models::DeviceSpec>().context("key `device`")?;
         for (key, sft) in [("teacher", &self.teacher), ("student", &self.student)] {
@@ -448,21 +475,42 @@ impl TrainConfig {
                 "`train.tasks_per_step`, `train.group_size`, `train.mini_batch_size` and `train.shards` must be positive"
             );
         }
-        if !(self.train.temperature > 0.0 && self.train.temperature.is_finite()) {
+        if let Some(warmup) = self.train.warmup {
             bail!(
-                "`train.temperature` must be positive, got {}: rollouts sample, and the on-policy log-probs are taken \
-                 at that temperature",
-                self.train.temperature
+                "key `train.warmup` is gone: a warm-up is part of the learning-rate schedule, for example \
+                 `lr = \"warmup({warmup}, {})\"`",
+                self.train.lr.source()
             );
         }
-        self.loss_config()?;
+        let steps = self.train.steps.max(1);
+        if let Some(step) = (0..steps).find(|&s| {
+            let t = self.train.temperature.eval(s, steps);
+            !(t > 0.0 && t.is_finite())
+        }) {
+            bail!(
+                "`train.temperature` must be positive at every step, but `{}` is {} at step {step}: rollouts sample, \
+                 and the on-policy log-probs are taken at that temperature",
+                self.train.temperature.source(),
+                self.train.temperature.eval(step, steps)
+            );
+        }
+        for (key, lr, total) in
+            [("train.lr", &self.train.lr, steps), ("teacher.lr", &self.teacher.lr, self.teacher.steps)]
+        {
+            check_lr(key, lr, total)?;
+        }
+        if self.student.from_teacher_step.is_none() {
+            check_lr("student.lr", &self.student.lr, self.student.steps)?;
+        }
+        let loss = atod_losses::Loss::new(self.loss_config()?)?;
+        loss.check_fed(super::trainer::FED).map_err(|err| anyhow::anyhow!("{err}"))?;
         Ok(())
     }
 
     /// The loss of this run: the method's preset with the `[loss]` overrides.
     pub fn loss_config(&self) -> anyhow::Result<LossConfig> {
         let preset = match self.method.as_str() {
-            "sft-init" => "atod",
+            SFT_INIT => "atod",
             other => other,
         };
         let mut table = toml::Table::new();
@@ -470,6 +518,15 @@ impl TrainConfig {
         if let Some(overrides) = &self.loss {
             if overrides.contains_key("preset") {
                 bail!("`loss.preset` cannot be set: the method chooses the preset");
+            }
+            let components = overrides.get("components").and_then(toml::Value::as_table);
+            if let Some(name) =
+                components.into_iter().flat_map(|t| t.keys()).find(|k| !COMPONENTS.contains(&k.as_str()))
+            {
+                bail!(
+                    "key `loss.components.{name}`: unknown loss component `{name}`; known loss components: {}",
+                    COMPONENTS.join(", ")
+                );
             }
             table.extend(overrides.clone());
         }
@@ -515,6 +572,8 @@ impl SftRunConfig {
         atod_models::TransformerConfig::preset(&config.model.preset, 512)
             .with_context(|| format!("config {}: key `model.preset`", path.display()))?;
         config.model.check().with_context(|| format!("config {}: key `model`", path.display()))?;
+        check_lr("model.lr", &config.model.lr, config.model.steps)
+            .with_context(|| format!("config {}", path.display()))?;
         if config.model.from_teacher_step.is_some() {
             bail!(
                 "config {}: key `model.from_teacher_step` applies only to a train config's [student]",
@@ -523,6 +582,23 @@ impl SftRunConfig {
         }
         Ok(config)
     }
+}
+
+/// The environment and prompt settings a model export was trained with: the `config.toml` of `atod train` or
+/// `atod sft` in its directory or up to two levels above (a run's `final/` or `checkpoints/step-N/`, a stage's
+/// `model/`).
+pub fn trained_with(dir: &Path) -> anyhow::Result<Option<(PathBuf, EnvConfig, PromptConfig)>> {
+    for candidate in dir.ancestors().take(3) {
+        let path = candidate.join("config.toml");
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        if let Ok(train) = toml::from_str::<TrainConfig>(&text) {
+            return Ok(Some((path, train.env, train.prompt)));
+        }
+        if let Ok(sft) = toml::from_str::<SftRunConfig>(&text) {
+            return Ok(Some((path, sft.env, sft.prompt)));
+        }
+    }
+    Ok(None)
 }
 
 /// The stage directory of a config: `stages_dir` or `runs/stages`.

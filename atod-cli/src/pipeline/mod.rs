@@ -1,11 +1,14 @@
 //! The training pipeline behind `atod sft` and `atod train`: configs, self-resolving stages, supervised
-//! fine-tuning and the online loop. Rendering, rollouts and evaluation are shared with `atod collect` and
-//! `atod eval` (modules `render`, `rollout`, `commands::eval`), so every stage sees the same prompts.
+//! fine-tuning, the online [`trainer`] and the run directory ([`run`]) that drives it. Rendering, rollouts,
+//! demonstrations and evaluation are the library's modules `render`, `rollout`, `demos` and `evaluation`, shared
+//! with `atod collect` and `atod eval`, so every stage sees the same prompts.
 
 pub mod config;
+pub mod run;
 pub mod sft;
 pub mod stages;
 pub mod trainer;
+pub mod update;
 
 use std::path::Path;
 
@@ -13,9 +16,10 @@ use atod_core::config::EnvConfig;
 use atod_envs::EnvPlugin;
 use atod_models::{HotPathBackend, LmPolicy, SamplingParams};
 
-use crate::commands::collect;
-pub use crate::commands::eval::Summary as EvalSummary;
-use crate::commands::eval::{evaluate_policy, EvalPlan};
+use crate::demos::{self, DemoPlan};
+pub use crate::evaluation::Summary as EvalSummary;
+use crate::evaluation::{evaluate_policy, EvalPlan};
+use crate::progress::Progress;
 use crate::render::RenderConfig;
 use config::{PromptConfig, SftRunConfig, TrainConfig};
 
@@ -40,20 +44,18 @@ pub fn collect_demos(
     config: &SftRunConfig,
     out: &Path,
     fit: Option<&atod_models::ChatTokenizer>,
-) -> anyhow::Result<collect::Report> {
-    let args = collect::Args {
+    progress: &dyn Progress,
+) -> anyhow::Result<demos::Report> {
+    let plan = DemoPlan {
         env: config.env.name.clone(),
         split: config.env.train_split.clone(),
         episodes: config.demos.episodes,
-        out: out.to_owned(),
         seed: config.demos.seed,
-        config: None,
-        history: Some(config.env.history),
         all: false,
-        json: false,
+        out: out.to_owned(),
     };
     let render = render_of(&config.env, &config.prompt);
-    collect::collect_with(plugin, &config.env.config_toml(), &args, &render, config.prompt.max_turns, fit)
+    demos::collect(plugin, &config.env.config_toml(), &plan, &render, config.prompt.max_turns, fit, progress)
 }
 
 fn plan(
@@ -89,9 +91,10 @@ pub fn evaluate<B: HotPathBackend>(
     split: &str,
     episodes: u64,
     seed: u64,
+    progress: &dyn Progress,
 ) -> anyhow::Result<EvalSummary> {
     let plan = plan(&config.env, &config.prompt, split, episodes, seed, STAGE_EVAL_TEMPERATURE);
-    Ok(evaluate_policy(policy, plugin, &config.env.config_toml(), &plan)?.overall)
+    Ok(evaluate_policy(policy, plugin, &config.env.config_toml(), &plan, progress)?.overall)
 }
 
 /// A train run's periodic evaluation: `train.eval_episodes` episodes of the eval split at
@@ -101,6 +104,7 @@ pub fn evaluate_train<B: HotPathBackend>(
     plugin: &EnvPlugin,
     config: &TrainConfig,
     seed: u64,
+    progress: &dyn Progress,
 ) -> anyhow::Result<EvalSummary> {
     let plan = plan(
         &config.env,
@@ -110,7 +114,7 @@ pub fn evaluate_train<B: HotPathBackend>(
         seed,
         config.train.eval_temperature,
     );
-    Ok(evaluate_policy(policy, plugin, &config.env.config_toml(), &plan)?.overall)
+    Ok(evaluate_policy(policy, plugin, &config.env.config_toml(), &plan, progress)?.overall)
 }
 
 /// Where a stage's evaluation under one plan (environment, prompts, episode count, temperature, seed) is kept in
@@ -138,8 +142,9 @@ pub fn evaluate_stage<B: HotPathBackend>(
     config: &SftRunConfig,
     episodes: u64,
     seed: u64,
+    progress: &dyn Progress,
 ) -> anyhow::Result<EvalSummary> {
-    let summary = evaluate(policy, plugin, config, &config.env.eval_split, episodes, seed)?;
+    let summary = evaluate(policy, plugin, config, &config.env.eval_split, episodes, seed, progress)?;
     let path = stage_eval_path(stage_dir, &config.env, &config.prompt, episodes, STAGE_EVAL_TEMPERATURE, seed);
     atod_models::checkpoint::write_file_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
@@ -153,6 +158,7 @@ pub fn cached_stage_eval<B: HotPathBackend>(
     plugin: &EnvPlugin,
     config: &TrainConfig,
     seed: u64,
+    progress: &dyn Progress,
 ) -> anyhow::Result<EvalSummary> {
     let path = stage_eval_path(
         stage_dir,
@@ -165,7 +171,7 @@ pub fn cached_stage_eval<B: HotPathBackend>(
     if let Some(summary) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()) {
         return Ok(summary);
     }
-    let summary = evaluate_train(policy, plugin, config, seed)?;
+    let summary = evaluate_train(policy, plugin, config, seed, progress)?;
     atod_models::checkpoint::write_file_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
 }

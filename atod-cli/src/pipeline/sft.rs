@@ -2,9 +2,9 @@
 //!
 //! The loss is the mean negative log-likelihood of the assistant tokens (the tokenizer's chat loss mask: the
 //! response and its end-of-turn token), never of the prompt, unless `prompt_loss_weight` > 0 asks for the
-//! prompt's tokens too, each weighing that much against a response token's 1. Batches are drawn without replacement, epoch by
-//! epoch, from a seeded shuffle; the learning rate warms up linearly over the first 5% of steps and then decays
-//! along a cosine to 10% of its peak.
+//! prompt's tokens too, each weighing that much against a response token's 1. Batches are drawn without
+//! replacement, epoch by epoch, from a seeded shuffle. The learning rate is a schedule ([`lr_at`]): a bare number
+//! is the peak of a linear warm-up over the first 5% of steps and a cosine decay to 10% of it.
 
 use std::io::Write;
 use std::path::Path;
@@ -24,6 +24,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::config::SftRunConfig;
+use crate::progress::Progress;
 
 /// One logged SFT step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,8 +41,18 @@ pub struct SftMetrics {
     pub tokens_per_s: f64,
 }
 
-/// The learning rate at `step` of `total` for peak `lr`: warm-up over 5%, cosine to 10%.
-pub fn lr_at(step: u64, total: u64, lr: f64) -> f64 {
+/// The learning rate of an SFT stage at `step` of `total`: `lr` as written when it is an expression, and the
+/// default shape when it is a bare number (the peak of a linear warm-up over the first 5% of the steps and a
+/// cosine decay to 10% of it, [`warmup_cosine`]), so that `lr = 5e-3` keeps the meaning it has always had.
+pub fn lr_at(lr: &atod_core::Schedule, step: u64, total: u64) -> f64 {
+    match lr.expr() {
+        atod_core::schedule::Expr::Number(peak) => warmup_cosine(step, total, *peak),
+        _ => lr.eval(step, total),
+    }
+}
+
+/// The default SFT learning rate at `step` of `total` for peak `lr`: warm-up over 5%, cosine to 10%.
+pub fn warmup_cosine(step: u64, total: u64, lr: f64) -> f64 {
     let warmup = (total / 20).max(1);
     if step < warmup {
         return lr * (step + 1) as f64 / warmup as f64;
@@ -58,17 +69,18 @@ pub fn train(
     demos: &Path,
     tokenizer: ChatTokenizer,
     out: &Path,
+    progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     let device: DeviceSpec = config.device.parse()?;
     match device {
         DeviceSpec::Cpu => {
-            train_on::<atod_models::CpuAutodiff>(registry, config, demos, tokenizer, out, &Default::default())
+            train_on::<atod_models::CpuAutodiff>(registry, config, demos, tokenizer, out, progress, &Default::default())
         }
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => {
             atod_models::backend::check_cuda(&device)?;
             let cuda = device.cuda_device().expect("a CUDA spec");
-            train_on::<atod_models::CudaAutodiff>(registry, config, demos, tokenizer, out, &cuda)
+            train_on::<atod_models::CudaAutodiff>(registry, config, demos, tokenizer, out, progress, &cuda)
         }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("DeviceSpec refuses CUDA without the cuda feature"),
@@ -92,9 +104,9 @@ pub fn sft_targets(pairs: &[(&[u32], &[bool])], prompt_weight: f64, rng: &mut Sp
         .collect()
 }
 
-/// The SFT loss of `rows` and its gradients, the rows split into `shards` shards computed side by side, each on
-/// its own replica of `model` (so that their autodiff graphs stay apart) and summed. Every shard's loss is its
-/// NLL sum over the whole batch's target count, so the sum is the batch's mean whatever the split.
+/// The SFT loss of `rows` and its gradients, the rows split into `shards` shards computed side by side
+/// ([`super::update::sharded_backward`]). Every shard's loss is its NLL sum over the whole batch's target count,
+/// so the sum is the batch's mean whatever the split.
 pub fn sft_grads<B>(
     model: &atod_models::Transformer<B>,
     rows: &[(&[u32], &[bool])],
@@ -106,25 +118,14 @@ where
 {
     let n_tokens: usize = rows.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count()).sum();
     let scale = 1.0 / n_tokens.max(1) as f32;
-    let shard = |model: &atod_models::Transformer<B>, rows: &[(&[u32], &[bool])]| -> anyhow::Result<_> {
-        let stats = sequence_stats(model, rows, 1.0)?;
+    let result = super::update::sharded_backward(model, rows, shards, |model, shard| {
+        let stats = sequence_stats(model, shard, 1.0)?;
         let loss = stats.logp.sum().neg() * scale;
         let value: f64 = loss.clone().into_scalar().elem::<f64>();
-        Ok((value, GradientsParams::from_grads(loss.backward(), model)))
-    };
-    if shards <= 1 || rows.len() < 2 {
-        return shard(model, rows);
-    }
-    let results = atod_models::parallel::map_shards(rows, shards, |part| {
-        let replica = atod_models::optim::replica(model);
-        shard(&replica, part)
+        Ok(Some((loss, value)))
     })?;
-    let (mut total, mut grads) = (0.0, GradientsParams::new());
-    for (value, shard_grads) in results {
-        total += value;
-        atod_models::optim::add_grads(model, &mut grads, shard_grads);
-    }
-    Ok((total, grads))
+    let (grads, values) = result.expect("an SFT shard always returns its loss");
+    Ok((values.into_iter().sum(), grads))
 }
 
 /// Reads the demonstrations and encodes them: ids and the assistant-token mask of each transcript.
@@ -167,6 +168,7 @@ fn train_on<B>(
     demos: &Path,
     tokenizer: ChatTokenizer,
     out: &Path,
+    progress: &dyn Progress,
     device: &B::Device,
 ) -> anyhow::Result<()>
 where
@@ -197,7 +199,7 @@ where
     let mut rng = SplitMix64::new(sft.seed ^ 0x5f7);
     let mut order: Vec<usize> = Vec::new();
     let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))?;
-    let bar = crate::progress::bar(sft.steps, &format!("sft {}", sft.preset));
+    progress.start(sft.steps, &format!("sft {}", sft.preset));
     let started = Instant::now();
     for step in 0..sft.steps {
         let t0 = Instant::now();
@@ -214,7 +216,7 @@ where
         let targets = sft_targets(&pairs, sft.prompt_loss_weight.eval(step, sft.steps), &mut rng);
         let rows_of: Vec<(&[u32], &[bool])> = pairs.iter().zip(&targets).map(|((ids, _), t)| (*ids, &t[..])).collect();
         let (loss_value, grads) = sft_grads(&model, &rows_of, sft.shards)?;
-        let lr = lr_at(step, sft.steps, sft.lr);
+        let lr = lr_at(&sft.lr, step, sft.steps);
         let (next, report) = optim.step(lr, model, grads);
         model = next;
         let record = SftMetrics {
@@ -239,10 +241,10 @@ where
             )?;
             snapshot.save(&dir.join("model"))?;
         }
-        bar.set_message(format!("loss {loss_value:.3}"));
-        bar.inc(1);
+        progress.set_message(&format!("loss {loss_value:.3}"));
+        progress.set_position(step + 1);
     }
-    bar.finish_and_clear();
+    progress.finish();
     let policy = LmPolicy::new(
         format!("sft-{}", sft.preset),
         model.valid(),
@@ -258,7 +260,7 @@ where
     policy.save(&out.join("model"))?;
     let mut policy = policy;
     let plugin = registry.get(&config.env.name)?;
-    let eval = super::evaluate_stage(out, &mut policy, plugin, config, sft.eval_episodes, 0)?;
+    let eval = super::evaluate_stage(out, &mut policy, plugin, config, sft.eval_episodes, 0, progress)?;
     let summary = serde_json::json!({
         "preset": sft.preset,
         "steps": sft.steps,

@@ -16,6 +16,7 @@ use atod_models::ChatTokenizer;
 use serde::Serialize;
 
 use super::config::{stages_dir, SftRunConfig};
+use crate::progress::Progress;
 
 /// Bumped whenever a stage's output would change for the same config.
 const STAGE_VERSION: u32 = 1;
@@ -113,7 +114,7 @@ pub(crate) fn builder_is_gone(lock: &Path) -> bool {
 }
 
 /// The demonstrations of a config: `demos-<key>/demos.jsonl`.
-pub fn demos(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<Stage> {
+pub fn demos(registry: &Registry, config: &SftRunConfig, progress: &dyn Progress) -> anyhow::Result<Stage> {
     #[derive(Serialize)]
     struct Key<'a> {
         env: &'a str,
@@ -138,7 +139,7 @@ pub fn demos(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<Stage
     );
     resolve(&stages_dir(&config.stages_dir), "demos", &key, |dir| {
         let plugin = registry.get(&config.env.name)?;
-        let summary = super::collect_demos(plugin, config, &dir.join("demos.jsonl"), None)?;
+        let summary = super::collect_demos(plugin, config, &dir.join("demos.jsonl"), None, progress)?;
         if summary.lines == 0 {
             bail!("the expert won no episode of `{}`: no demonstrations", config.env.name);
         }
@@ -148,11 +149,15 @@ pub fn demos(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<Stage
 }
 
 /// The tokenizer of a config, trained on its demonstrations: `tokenizer-<key>/tokenizer.json`.
-pub fn tokenizer(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<(Stage, ChatTokenizer)> {
-    let demos = demos(registry, config)?;
+pub fn tokenizer(
+    registry: &Registry,
+    config: &SftRunConfig,
+    progress: &dyn Progress,
+) -> anyhow::Result<(Stage, ChatTokenizer)> {
+    let demos = demos(registry, config, progress)?;
     let key = key_of("tokenizer", &(&demos.key, &config.tokenizer));
     let stage = resolve(&stages_dir(&config.stages_dir), "tokenizer", &key, |dir| {
-        let texts = crate::commands::tokenizer::read_texts(&demos.dir.join("demos.jsonl"))?;
+        let texts = crate::demos::read_texts(&demos.dir.join("demos.jsonl"))?;
         let tokenizer = ChatTokenizer::train(&texts, config.tokenizer.vocab_size)?;
         tokenizer.save(dir.join("tokenizer.json"))?;
         Ok(())
@@ -163,23 +168,27 @@ pub fn tokenizer(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<(
 
 /// The SFT data of a config: the same expert episodes as the demonstrations, replayed with prompts fitted to the
 /// token budget by the config's tokenizer (`sftdata-<key>/demos.jsonl`).
-pub fn sft_data(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<(Stage, ChatTokenizer)> {
-    let (tokenizer_stage, tokenizer) = tokenizer(registry, config)?;
+pub fn sft_data(
+    registry: &Registry,
+    config: &SftRunConfig,
+    progress: &dyn Progress,
+) -> anyhow::Result<(Stage, ChatTokenizer)> {
+    let (tokenizer_stage, tokenizer) = tokenizer(registry, config, progress)?;
     let key = key_of("sftdata", &(&tokenizer_stage.key, &config.prompt));
     let stage = resolve(&stages_dir(&config.stages_dir), "sftdata", &key, |dir| {
         let plugin = registry.get(&config.env.name)?;
-        super::collect_demos(plugin, config, &dir.join("demos.jsonl"), Some(&tokenizer))?;
+        super::collect_demos(plugin, config, &dir.join("demos.jsonl"), Some(&tokenizer), progress)?;
         Ok(())
     })?;
     Ok((stage, tokenizer))
 }
 
 /// The SFT model of a config: `sft-<key>/model/` (an export directory) with its metrics and evaluation.
-pub fn sft(registry: &Registry, config: &SftRunConfig) -> anyhow::Result<Stage> {
-    let (demos, tokenizer) = sft_data(registry, config)?;
+pub fn sft(registry: &Registry, config: &SftRunConfig, progress: &dyn Progress) -> anyhow::Result<Stage> {
+    let (demos, tokenizer) = sft_data(registry, config, progress)?;
     let key = key_of("sft", &(&demos.key, &config.model, &config.env.eval_split, &config.prompt));
     resolve(&stages_dir(&config.stages_dir), "sft", &key, |dir| {
-        super::sft::train(registry, config, &demos.dir.join("demos.jsonl"), tokenizer.clone(), dir)
+        super::sft::train(registry, config, &demos.dir.join("demos.jsonl"), tokenizer.clone(), dir, progress)
     })
 }
 

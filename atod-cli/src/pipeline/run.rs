@@ -1,0 +1,416 @@
+//! A training run in a run directory, as `atod train` makes it: the stages it needs (demonstrations,
+//! tokenizer, teacher, student initialisation), the [`Trainer`] built from them, and the files of the run
+//! directory contract (the grid's): `config.toml`, `metrics.jsonl` (one line per step), `evals.jsonl`
+//! (evaluations at temperature `train.eval_temperature` on fixed tasks and seeds), `checkpoints/step-K/`
+//! (weights, optimiser moments, state; written atomically, the two newest kept), `final/` and `summary.json`
+//! (written last: a run is finished iff it exists). `<out>/run.lock` keeps a second process out.
+//!
+//! A run resumed from the checkpoint of step s replays steps s, s+1, ... exactly as the uninterrupted run does,
+//! since every random stream of step s is seeded by (seed, s).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use atod_envs::Registry;
+use atod_losses::Loss;
+use atod_models::optim::AdamW;
+use atod_models::{checkpoint, DeviceSpec, HotPathBackend, LmPolicy, SamplingParams};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use super::trainer::{Models, Settings, Trainer};
+use super::{stages, EvalSummary};
+use crate::progress::Progress;
+
+/// What `summary.json` holds at the end of a run (the grid's contract).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// `finished`.
+    pub status: String,
+    /// The run's name.
+    pub name: String,
+    /// The environment.
+    pub env: String,
+    /// The student preset.
+    pub student: String,
+    /// The method.
+    pub method: String,
+    /// The seed.
+    pub seed: u64,
+    /// Training steps.
+    pub steps: u64,
+    /// The student's evaluation success before training.
+    pub initial_success_rate: f64,
+    /// The student's evaluation success after training.
+    pub final_success_rate: f64,
+    /// The teacher's evaluation success.
+    pub teacher_success_rate: f64,
+    /// Wall time of this process's part of the run.
+    pub wall_seconds: f64,
+}
+
+/// One evaluation line of `evals.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalLine {
+    /// Steps completed when it ran.
+    pub step: u64,
+    /// The split.
+    pub split: String,
+    /// The figures.
+    #[serde(flatten)]
+    pub summary: EvalSummary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    /// Steps completed.
+    step: u64,
+    initial_success_rate: f64,
+    teacher_success_rate: f64,
+}
+
+/// Runs (or resumes) a training run into `out`, reporting its stages and steps to `progress`.
+pub fn run(
+    registry: &Registry,
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    progress: &dyn Progress,
+) -> anyhow::Result<RunSummary> {
+    let device: DeviceSpec = config.device.parse()?;
+    match device {
+        DeviceSpec::Cpu => {
+            run_on::<atod_models::CpuAutodiff>(registry, config, out, resume, progress, &Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => {
+            atod_models::backend::check_cuda(&device)?;
+            let cuda = device.cuda_device().expect("a CUDA spec");
+            run_on::<atod_models::CudaAutodiff>(registry, config, out, resume, progress, &cuda)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!("DeviceSpec refuses CUDA without the cuda feature"),
+    }
+}
+
+/// `<out>/run.lock`, held while a process trains into `out`: two processes training one run (a grid and a second
+/// grid over the same cells, say) would interleave their metrics and checkpoints. It holds the owner's pid, so
+/// that the lock of a process that was killed is taken over.
+struct RunLock(PathBuf);
+
+impl RunLock {
+    fn acquire(out: &Path) -> anyhow::Result<RunLock> {
+        let path = out.join("run.lock");
+        for _ in 0..2 {
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    use std::io::Write as _;
+                    writeln!(file, "{}", std::process::id())?;
+                    return Ok(RunLock(path));
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if stages::builder_is_gone(&path) {
+                        let _ = fs::remove_file(&path);
+                        continue;
+                    }
+                    let owner = fs::read_to_string(&path).unwrap_or_default();
+                    bail!(
+                        "{} is being trained by another process (pid {}); wait for it to end, or delete {} if no such \
+                         process is running",
+                        out.display(),
+                        owner.trim(),
+                        path.display()
+                    );
+                }
+                Err(err) => return Err(err).with_context(|| format!("cannot create {}", path.display())),
+            }
+        }
+        bail!("cannot take {}", path.display())
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn latest_checkpoint(out: &Path) -> Option<(u64, PathBuf)> {
+    let dir = out.join("checkpoints");
+    fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
+            e.path().join("state.json").exists().then_some((step, e.path()))
+        })
+        .max_by_key(|(step, _)| *step)
+}
+
+/// Keeps the lines of a JSONL file whose `step` passes `keep` (used when resuming).
+fn truncate_jsonl(path: &Path, keep: impl Fn(u64) -> bool) -> anyhow::Result<()> {
+    let Ok(text) = fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
+                .is_some_and(&keep)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    atod_models::checkpoint::write_file_atomic(path, kept.as_bytes())?;
+    Ok(())
+}
+
+fn append_jsonl(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new().create(true).append(true).open(path)?;
+    writeln!(file, "{}", serde_json::to_string(value)?)?;
+    file.sync_data()?;
+    Ok(())
+}
+
+fn run_on<B>(
+    registry: &Registry,
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    progress: &dyn Progress,
+    device: &B::Device,
+) -> anyhow::Result<RunSummary>
+where
+    B: AutodiffBackend + HotPathBackend,
+    B::InnerBackend: HotPathBackend,
+{
+    let started = Instant::now();
+    let settings = Settings::of(config);
+    let steps = settings.steps;
+    if out.join("summary.json").exists() && !resume {
+        bail!("{} already holds a finished run; choose another --out or delete it", out.display());
+    }
+    let checkpoint = if resume { latest_checkpoint(out) } else { None };
+    if !resume && out.join("metrics.jsonl").exists() {
+        bail!("{} already holds a run; pass --resume to continue it", out.display());
+    }
+    fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let _lock = RunLock::acquire(out)?;
+    checkpoint::write_file_atomic(&out.join("config.toml"), toml::to_string(config)?.as_bytes())?;
+
+    // The stages: demonstrations, tokenizer, teacher and student initialisation.
+    let teacher_stage = stages::sft(registry, &config.sft_stage(&config.teacher_sft()), progress)?;
+    // The student's initialisation: its own SFT stage, or a snapshot the teacher's stage kept.
+    let student_stage_dir = match config.student.from_teacher_step {
+        Some(step) => super::sft::snapshot_dir(&teacher_stage.dir, step),
+        None => stages::sft(registry, &config.sft_stage(&config.student), progress)?.dir,
+    };
+    let plugin = registry.get(&config.env.name)?;
+    let inner_device = Tensor::<B, 1>::zeros([1], device).inner().device();
+    let eval_sampling = SamplingParams {
+        temperature: config.train.eval_temperature,
+        max_new_tokens: config.prompt.max_new_tokens,
+        ..SamplingParams::default()
+    };
+    let mut teacher =
+        LmPolicy::<B::InnerBackend>::load(&teacher_stage.dir.join("model"), &inner_device, eval_sampling.clone(), 0)?;
+    let student_dir = match &checkpoint {
+        Some((_, dir)) => dir.clone(),
+        None => student_stage_dir.join("model"),
+    };
+    let (student_config, student) = checkpoint::load::<B>(&student_dir, device)?;
+    let tokenizer = atod_models::ChatTokenizer::from_file(student_dir.join("tokenizer.json"))?;
+    let loss = Loss::new(config.loss_config()?)?;
+    // The reference policy of a `kl` term: the student as it was at step 0, also after a resume.
+    let needs_reference = loss.needs().iter().any(|&(_, input)| input == atod_losses::Input::LpRef);
+    let reference = needs_reference
+        .then(|| LmPolicy::load(&student_stage_dir.join("model"), &inner_device, eval_sampling.clone(), 0))
+        .transpose()?;
+    let optim = match &checkpoint {
+        Some((_, dir)) => AdamW::<B>::load(&dir.join("optimizer.safetensors"), &inner_device)?,
+        None => AdamW::<B>::new(config.train.optimizer.clone()),
+    };
+
+    // Where the run starts: fresh (evaluate the teacher and the student first) or from a checkpoint.
+    let eval_seed = 0;
+    let (start, initial_success_rate, teacher_success_rate) = match &checkpoint {
+        Some((step, dir)) => {
+            let state: CheckpointState = serde_json::from_str(&fs::read_to_string(dir.join("state.json"))?)?;
+            truncate_jsonl(&out.join("metrics.jsonl"), |s| s < *step)?;
+            truncate_jsonl(&out.join("evals.jsonl"), |s| s <= *step)?;
+            eprintln!("resuming {} at step {step}", out.display());
+            (*step, state.initial_success_rate, state.teacher_success_rate)
+        }
+        None => {
+            for file in ["metrics.jsonl", "evals.jsonl"] {
+                let _ = fs::remove_file(out.join(file));
+            }
+            let teacher_eval =
+                super::cached_stage_eval(&teacher_stage.dir, &mut teacher, plugin, config, eval_seed, progress)?;
+            let mut before = LmPolicy::new(
+                "student",
+                student.valid(),
+                student_config.clone(),
+                tokenizer.clone(),
+                eval_sampling.clone(),
+                0,
+            )?;
+            let initial =
+                super::cached_stage_eval(&student_stage_dir, &mut before, plugin, config, eval_seed, progress)?;
+            append_jsonl(
+                &out.join("evals.jsonl"),
+                &EvalLine { step: 0, split: config.env.eval_split.clone(), summary: initial.clone() },
+            )?;
+            eprintln!(
+                "teacher success {:.3}, student before training {:.3}",
+                teacher_eval.success_rate, initial.success_rate
+            );
+            (0, initial.success_rate, teacher_eval.success_rate)
+        }
+    };
+
+    let models = Models { student, student_config, tokenizer, teacher, reference };
+    let mut trainer = Trainer::new(plugin, &config.env.config_toml(), models, optim, loss, settings)?;
+    let label = format!("{} {}", config.method, config.env.name);
+    let mut last_eval = None;
+    progress.start(steps, &label);
+    progress.set_position(start);
+    for step in start..steps {
+        let metrics = trainer.step(step)?;
+        let skipped = metrics["train/skipped_updates"];
+        if skipped > 0.0 {
+            eprintln!("warning: step {step}: {skipped} update(s) skipped for a non-finite loss or gradient");
+        }
+        let mut line = serde_json::Map::new();
+        line.insert("step".into(), step.into());
+        line.extend(metrics.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))));
+        append_jsonl(&out.join("metrics.jsonl"), &line)?;
+
+        let done = step + 1;
+        if done % config.train.eval_every.max(1) == 0 || done == steps {
+            let mut policy = trainer.policy(eval_sampling.clone(), 0)?;
+            let summary = super::evaluate_train(&mut policy, plugin, config, eval_seed, &())?;
+            last_eval = Some(summary.success_rate);
+            append_jsonl(
+                &out.join("evals.jsonl"),
+                &EvalLine { step: done, split: config.env.eval_split.clone(), summary },
+            )?;
+        }
+        if done % config.train.checkpoint_every.max(1) == 0 || done == steps {
+            let state = CheckpointState { step: done, initial_success_rate, teacher_success_rate };
+            save_checkpoint(out, &trainer, &state)?;
+        }
+        progress.set_position(done);
+        progress.set_message(&format!(
+            "rollout success {:.2} | eval {} | {:.0} tok/s",
+            metrics["rollout/success_rate"],
+            last_eval.map_or("-".to_owned(), |s| format!("{s:.2}")),
+            metrics["rollout/response_tokens"] / metrics["time/step"]
+        ));
+    }
+    progress.finish();
+
+    // The final policy and the summary.
+    let final_policy = trainer.policy(eval_sampling, 0)?;
+    final_policy.save(&out.join("final"))?;
+    let final_success_rate =
+        if steps == 0 { initial_success_rate } else { last_eval_success(out)?.unwrap_or(initial_success_rate) };
+    let summary = RunSummary {
+        status: "finished".into(),
+        name: config.name.clone(),
+        env: config.env.name.clone(),
+        student: config.student.preset.clone(),
+        method: config.method.clone(),
+        seed: config.seed,
+        steps,
+        initial_success_rate,
+        final_success_rate,
+        teacher_success_rate,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    checkpoint::write_file_atomic(
+        &out.join("summary.json"),
+        (serde_json::to_string_pretty(&summary)? + "\n").as_bytes(),
+    )?;
+    Ok(summary)
+}
+
+fn last_eval_success(out: &Path) -> anyhow::Result<Option<f64>> {
+    let text = fs::read_to_string(out.join("evals.jsonl")).unwrap_or_default();
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<EvalLine>(l).ok())
+        .next_back()
+        .map(|e| e.summary.success_rate))
+}
+
+/// Writes `checkpoints/step-K/` atomically: the student (an export), the optimiser's moments and the run's state.
+fn save_checkpoint<B>(out: &Path, trainer: &Trainer<B>, state: &CheckpointState) -> anyhow::Result<()>
+where
+    B: AutodiffBackend + HotPathBackend,
+    B::InnerBackend: HotPathBackend,
+{
+    let step = state.step;
+    let dir = out.join("checkpoints").join(format!("step-{step}"));
+    let scratch = out.join("checkpoints").join(format!(".optimizer-{step}.safetensors"));
+    trainer.optim.save(&scratch)?;
+    let optimizer = fs::read(&scratch)?;
+    let _ = fs::remove_file(&scratch);
+    let state = serde_json::to_string_pretty(state)?;
+    let tokenizer = trainer.tokenizer.to_json()?;
+    checkpoint::save(
+        trainer.student(),
+        &trainer.student_config,
+        &dir,
+        &[
+            ("tokenizer.json", tokenizer.as_bytes()),
+            ("optimizer.safetensors", &optimizer),
+            ("state.json", state.as_bytes()),
+        ],
+    )?;
+    // Keep the two newest checkpoints.
+    let mut all: Vec<(u64, PathBuf)> = fs::read_dir(out.join("checkpoints"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            Some((name.strip_prefix("step-")?.parse().ok()?, e.path()))
+        })
+        .collect();
+    all.sort();
+    for (_, old) in all.iter().rev().skip(2) {
+        let _ = fs::remove_dir_all(old);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_process_at_a_time_trains_into_a_run_directory() {
+        let out = tempfile::tempdir().unwrap();
+        let lock = RunLock::acquire(out.path()).unwrap();
+        let text = fs::read_to_string(out.path().join("run.lock")).unwrap();
+        assert_eq!(text.trim(), std::process::id().to_string());
+        let err = format!("{:#}", RunLock::acquire(out.path()).err().expect("a second holder is refused"));
+        assert!(err.contains("is being trained by another process"), "{err}");
+        drop(lock);
+        assert!(!out.path().join("run.lock").exists(), "dropping the lock removes it");
+
+        // The lock of a process that was killed is taken over (where /proc tells).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        fs::write(out.path().join("run.lock"), format!("{pid}\n")).unwrap();
+        if Path::new("/proc/self").exists() {
+            let _lock = RunLock::acquire(out.path()).unwrap();
+        }
+    }
+}
