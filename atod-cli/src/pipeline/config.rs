@@ -267,7 +267,8 @@ pub struct LoopConfig {
     /// mini-batches of 8).
     #[serde(default = "default_lr")]
     pub lr: Schedule,
-    /// Removed: a warm-up is part of the `lr` schedule (`lr = "warmup(5, 3e-4)"`). Kept only to say so.
+    /// Removed: a warm-up is part of the `lr` schedule (`lr = "warmup(5, 3e-4)"`). Kept to say so, and so that
+    /// the resolved configs of earlier runs, which write `warmup = 0`, still load.
     #[serde(default, skip_serializing)]
     pub warmup: Option<u64>,
     /// AdamW.
@@ -475,7 +476,7 @@ impl TrainConfig {
                 "`train.tasks_per_step`, `train.group_size`, `train.mini_batch_size` and `train.shards` must be positive"
             );
         }
-        if let Some(warmup) = self.train.warmup {
+        if let Some(warmup) = self.train.warmup.filter(|&w| w > 0) {
             bail!(
                 "key `train.warmup` is gone: a warm-up is part of the learning-rate schedule, for example \
                  `lr = \"warmup({warmup}, {})\"`",
@@ -618,6 +619,18 @@ mod tests {
         for name in ["quickstart.toml", "smoke.toml"] {
             TrainConfig::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
+        // The resolved configs of committed runs, written by earlier versions, load too (their regenerate
+        // commands depend on it).
+        let results = root.parent().expect("the workspace").join("results");
+        let mut resolved = 0;
+        for grid in std::fs::read_dir(&results).unwrap().flatten() {
+            for cell in std::fs::read_dir(grid.path().join("cells")).into_iter().flatten().flatten() {
+                let path = cell.path().join("config.toml");
+                TrainConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                resolved += 1;
+            }
+        }
+        assert!(resolved >= 135, "{resolved} committed run configs");
         let grid = crate::grid::GridConfig::load(&root.join("smoke-grid.toml")).unwrap();
         let cells = grid.cells().unwrap();
         assert_eq!(cells.len(), 4);

@@ -5,6 +5,8 @@
 //! prompt's tokens too, each weighing that much against a response token's 1. Batches are drawn without
 //! replacement, epoch by epoch, from a seeded shuffle. The learning rate is a schedule ([`lr_at`]): a bare number
 //! is the peak of a linear warm-up over the first 5% of steps and a cosine decay to 10% of it.
+//!
+//! [`SftTrainer`] is the loop as a library (no files); [`train`] builds an SFT stage's directory with it.
 
 use std::io::Write;
 use std::path::Path;
@@ -162,6 +164,70 @@ pub fn snapshot_dir(stage_dir: &Path, step: u64) -> std::path::PathBuf {
     stage_dir.join("snapshots").join(format!("step-{step}"))
 }
 
+/// Supervised fine-tuning as a library: a model, its optimiser and encoded transcripts `(ids, assistant
+/// mask)`, stepped one batch at a time. Batches are drawn without replacement, epoch by epoch, from a shuffle
+/// seeded by the config's seed, so a stage is deterministic given its config.
+pub struct SftTrainer<B: AutodiffBackend + HotPathBackend>
+where
+    B::InnerBackend: HotPathBackend,
+{
+    /// Its optimiser.
+    pub optim: AdamW<B>,
+    /// The encoded transcripts.
+    pub rows: Vec<(Vec<u32>, Vec<bool>)>,
+    model: Option<atod_models::Transformer<B>>,
+    config: super::config::SftConfig,
+    rng: SplitMix64,
+    order: Vec<usize>,
+}
+
+impl<B: AutodiffBackend + HotPathBackend> SftTrainer<B>
+where
+    B::InnerBackend: HotPathBackend,
+{
+    /// Fine-tunes `model` on `rows` as `config` says (batch size, learning rate, prompt weight, shards, seed).
+    pub fn new(
+        model: atod_models::Transformer<B>,
+        rows: Vec<(Vec<u32>, Vec<bool>)>,
+        config: &super::config::SftConfig,
+    ) -> Self {
+        let optim = AdamW::<B>::new(config.optimizer.clone());
+        let rng = SplitMix64::new(config.seed ^ 0x5f7);
+        SftTrainer { optim, rows, model: Some(model), config: config.clone(), rng, order: Vec::new() }
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &atod_models::Transformer<B> {
+        self.model.as_ref().expect("the model is only out during an optimiser step")
+    }
+
+    /// Step `step` (0-based) of the config's `steps`: one batch, its loss, one AdamW update.
+    pub fn step(&mut self, step: u64) -> anyhow::Result<SftMetrics> {
+        let t0 = Instant::now();
+        let sft = &self.config;
+        let mut batch = Vec::with_capacity(sft.batch_size);
+        while batch.len() < sft.batch_size.min(self.rows.len()) {
+            if self.order.is_empty() {
+                self.order = (0..self.rows.len()).collect();
+                self.rng.shuffle(&mut self.order);
+            }
+            batch.push(self.order.pop().expect("refilled"));
+        }
+        let rows = &self.rows;
+        let pairs: Vec<(&[u32], &[bool])> = batch.iter().map(|&i| (&rows[i].0[..], &rows[i].1[..])).collect();
+        let n_tokens: f32 = pairs.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count() as f32).sum();
+        let targets = sft_targets(&pairs, sft.prompt_loss_weight.eval(step, sft.steps), &mut self.rng);
+        let rows_of: Vec<(&[u32], &[bool])> = pairs.iter().zip(&targets).map(|((ids, _), t)| (*ids, &t[..])).collect();
+        let (loss, grads) = sft_grads(self.model(), &rows_of, sft.shards)?;
+        let lr = lr_at(&sft.lr, step, sft.steps);
+        let model = self.model.take().expect("the model is here");
+        let (next, report) = self.optim.step(lr, model, grads);
+        self.model = Some(next);
+        let tokens_per_s = f64::from(n_tokens) / t0.elapsed().as_secs_f64();
+        Ok(SftMetrics { step: step + 1, loss, lr, grad_norm: report.grad_norm, tokens_per_s })
+    }
+}
+
 fn train_on<B>(
     registry: &Registry,
     config: &SftRunConfig,
@@ -194,38 +260,13 @@ where
     }
     let model_config = TransformerConfig::preset(&sft.preset, tokenizer.vocab_size())?;
     B::seed(device, sft.seed);
-    let mut model = model_config.init::<B>(device)?;
-    let mut optim = AdamW::<B>::new(sft.optimizer.clone());
-    let mut rng = SplitMix64::new(sft.seed ^ 0x5f7);
-    let mut order: Vec<usize> = Vec::new();
+    let mut trainer = SftTrainer::new(model_config.init::<B>(device)?, rows, sft);
     let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))?;
     progress.start(sft.steps, &format!("sft {}", sft.preset));
     let started = Instant::now();
     for step in 0..sft.steps {
-        let t0 = Instant::now();
-        let mut batch = Vec::with_capacity(sft.batch_size);
-        while batch.len() < sft.batch_size.min(rows.len()) {
-            if order.is_empty() {
-                order = (0..rows.len()).collect();
-                rng.shuffle(&mut order);
-            }
-            batch.push(order.pop().expect("refilled"));
-        }
-        let pairs: Vec<(&[u32], &[bool])> = batch.iter().map(|&i| (&rows[i].0[..], &rows[i].1[..])).collect();
-        let n_tokens: f32 = pairs.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count() as f32).sum();
-        let targets = sft_targets(&pairs, sft.prompt_loss_weight.eval(step, sft.steps), &mut rng);
-        let rows_of: Vec<(&[u32], &[bool])> = pairs.iter().zip(&targets).map(|((ids, _), t)| (*ids, &t[..])).collect();
-        let (loss_value, grads) = sft_grads(&model, &rows_of, sft.shards)?;
-        let lr = lr_at(&sft.lr, step, sft.steps);
-        let (next, report) = optim.step(lr, model, grads);
-        model = next;
-        let record = SftMetrics {
-            step: step + 1,
-            loss: loss_value,
-            lr,
-            grad_norm: report.grad_norm,
-            tokens_per_s: f64::from(n_tokens) / t0.elapsed().as_secs_f64(),
-        };
+        let record = trainer.step(step)?;
+        let loss_value = record.loss;
         writeln!(metrics, "{}", serde_json::to_string(&record)?)?;
         if sft.snapshots.contains(&(step + 1)) {
             let dir = snapshot_dir(out, step + 1);
@@ -233,7 +274,7 @@ where
             atod_models::checkpoint::write_file_atomic(&dir.join("config.toml"), toml::to_string(config)?.as_bytes())?;
             let snapshot = LmPolicy::new(
                 format!("sft-{}-step-{}", sft.preset, step + 1),
-                model.valid(),
+                trainer.model().valid(),
                 model_config.clone(),
                 tokenizer.clone(),
                 SamplingParams::default(),
@@ -247,7 +288,7 @@ where
     progress.finish();
     let policy = LmPolicy::new(
         format!("sft-{}", sft.preset),
-        model.valid(),
+        trainer.model().valid(),
         model_config,
         tokenizer,
         SamplingParams {
@@ -264,7 +305,7 @@ where
     let summary = serde_json::json!({
         "preset": sft.preset,
         "steps": sft.steps,
-        "transcripts": rows.len(),
+        "transcripts": trainer.rows.len(),
         "responses_over_budget": over_budget,
         "wall_seconds": started.elapsed().as_secs_f64(),
         "eval": eval,

@@ -465,7 +465,8 @@ mod tests {
         let student = shape.init::<CpuAutodiff>(&device).expect("a model");
         let policy = |name: &str| {
             let model = student.valid();
-            LmPolicy::new(name, model, shape.clone(), tokenizer.clone(), SamplingParams::default(), 0).expect("a policy")
+            LmPolicy::new(name, model, shape.clone(), tokenizer.clone(), SamplingParams::default(), 0)
+                .expect("a policy")
         };
         let (teacher, reference) = (policy("teacher"), reference.then(|| policy("reference")));
         Models { student, student_config: shape.clone(), tokenizer: tokenizer.clone(), teacher, reference }
