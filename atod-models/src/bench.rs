@@ -64,6 +64,8 @@ pub struct ModelBenchReport {
     pub prefill_tokens_per_s: f64,
     /// Generated tokens per second of KV-cached greedy decoding (prefill excluded).
     pub decode_tokens_per_s: f64,
+    /// The process's peak resident memory after the measurements ([`peak_rss_bytes`]).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Measures `config` on the autodiff backend `B` (training) and its inner backend (prefill, decoding).
@@ -142,5 +144,20 @@ where
         }
     }
     let decode_tokens_per_s = (opts.decode_batch * opts.decode_tokens) as f64 / decode_time;
-    Ok(ModelBenchReport { params: config.num_params(), train_tokens_per_s, prefill_tokens_per_s, decode_tokens_per_s })
+    Ok(ModelBenchReport {
+        params: config.num_params(),
+        train_tokens_per_s,
+        prefill_tokens_per_s,
+        decode_tokens_per_s,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// The peak resident memory of this process so far (`VmHWM` of `/proc/self/status`); `None` where the system
+/// does not say.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }

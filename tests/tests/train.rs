@@ -430,3 +430,31 @@ fn a_loss_component_the_trainer_cannot_feed_is_refused_at_load() {
     assert!(started.elapsed().as_secs_f64() < 2.0);
     assert!(!dir.path().join("stages").exists(), "no stage was built");
 }
+
+/// `atod bench step` builds a config's stages (untimed), then times its first online steps phase by phase:
+/// the phases add up to the step, every phase with tokens has a rate, and the peak memory is reported.
+#[test]
+fn bench_step_times_the_phases_of_online_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.toml");
+    std::fs::write(&path, config(dir.path(), "counter", "{ max_target = 5 }", "test", "atod", 4)).unwrap();
+    let run = atod(&["bench", "step", "--config", path.to_str().unwrap(), "--steps", "2", "--json"], &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["steps"], 2);
+    assert_eq!(report["step_seconds"].as_array().unwrap().len(), 2);
+    let mean = report["mean_step_seconds"].as_f64().unwrap();
+    let phases = report["phases"].as_object().unwrap();
+    let names: Vec<&str> = phases.keys().map(String::as_str).collect();
+    assert_eq!(names, ["environment", "generation", "other", "scoring", "update"]);
+    let sum: f64 = phases.values().map(|p| p["seconds"].as_f64().unwrap()).sum();
+    assert!(mean > 0.0 && (sum - mean).abs() < 1e-6 * mean.max(1.0) + 1e-9, "{sum} vs {mean}");
+    for name in ["generation", "scoring", "update"] {
+        assert!(phases[name]["tokens_per_s"].as_f64().unwrap() > 0.0, "{name}: {}", phases[name]);
+    }
+    assert!(phases["other"]["tokens_per_s"].is_null());
+    assert!(report["mean_prompt_tokens"].as_f64().unwrap() > report["mean_response_tokens"].as_f64().unwrap());
+    if std::path::Path::new("/proc/self/status").exists() {
+        assert!(report["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    }
+}

@@ -1,11 +1,18 @@
 //! `atod bench`: throughput figures. `atod bench model` measures a model preset's training, prefill and
 //! KV-cached decoding throughput on a device (see `benches/README.md` for recorded figures and the PyTorch
-//! reference measured beside them).
+//! reference measured beside them); `atod bench step` times the phases of a few online steps of a train config.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
+use atod_envs::Registry;
 use atod_models::bench::{bench_model, ModelBenchOptions, ModelBenchReport};
 use atod_models::{DeviceSpec, TransformerConfig};
 use serde::Serialize;
+
+use crate::pipeline::bench::bench_steps;
+use crate::pipeline::config::TrainConfig;
+use crate::progress;
 
 /// Arguments of `atod bench`.
 #[derive(Debug, clap::Args)]
@@ -20,6 +27,23 @@ pub struct Args {
 pub enum What {
     /// Train (forward + backward + AdamW), prefill and KV-cached decode tokens/s of a model preset.
     Model(ModelArgs),
+    /// Seconds and tokens/s per phase (generation, environment, scoring, update, other) of a train config's
+    /// first online steps; its stages are built first if absent, untimed.
+    Step(StepArgs),
+}
+
+/// Arguments of `atod bench step`.
+#[derive(Debug, clap::Args)]
+pub struct StepArgs {
+    /// The train config (as `atod train --config`).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Online steps to time (steps 0, 1, ... of the config's run).
+    #[arg(long, default_value_t = 3)]
+    pub steps: u64,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `atod bench model`.
@@ -65,11 +89,41 @@ pub struct ModelJson {
     pub report: ModelBenchReport,
 }
 
-/// Runs `atod bench`.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+/// Runs `atod bench`; the plugins given on the command line serve `bench step`.
+pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
     match &args.what {
         What::Model(model) => run_model(model),
+        What::Step(step) => run_step(&crate::registry::build(plugins)?, step),
     }
+}
+
+fn run_step(registry: &Registry, args: &StepArgs) -> anyhow::Result<()> {
+    let config = TrainConfig::load(&args.config)?;
+    let report = bench_steps(registry, &config, args.steps, &progress::bar(args.steps, "bench step"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} · {} · {} step(s): {:.2} s a step ({:.0} samples, {:.0} prompt and {:.0} response tokens)",
+        config.name,
+        config.method,
+        report.steps,
+        report.mean_step_seconds,
+        report.mean_samples,
+        report.mean_prompt_tokens,
+        report.mean_response_tokens
+    );
+    println!("{:12}  {:>9}  {:>6}  {:>12}", "phase", "s / step", "share", "tokens/s");
+    for (name, phase) in &report.phases {
+        let share = 100.0 * phase.seconds / report.mean_step_seconds.max(f64::MIN_POSITIVE);
+        let rate = phase.tokens_per_s.map_or("-".to_owned(), |r| format!("{r:.0}"));
+        println!("{name:12}  {:>9.3}  {share:>5.1}%  {rate:>12}", phase.seconds);
+    }
+    if let Some(bytes) = report.peak_rss_bytes {
+        println!("peak RSS      {:.0} MiB", bytes as f64 / (1024.0 * 1024.0));
+    }
+    Ok(())
 }
 
 fn run_model(args: &ModelArgs) -> anyhow::Result<()> {
@@ -111,6 +165,9 @@ fn run_model(args: &ModelArgs) -> anyhow::Result<()> {
         println!("train    {:>10.0} tokens/s  (forward + backward + AdamW)", report.train_tokens_per_s);
         println!("prefill  {:>10.0} tokens/s", report.prefill_tokens_per_s);
         println!("decode   {:>10.0} tokens/s  (KV-cached, greedy)", report.decode_tokens_per_s);
+        if let Some(bytes) = report.peak_rss_bytes {
+            println!("peak RSS {:>10.0} MiB", bytes as f64 / (1024.0 * 1024.0));
+        }
     }
     Ok(())
 }

@@ -38,7 +38,7 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Throughput figures: `atod bench model --preset NAME`.
+    /// Throughput figures: `atod bench model --preset NAME`, `atod bench step --config FILE`.
     Bench(bench::Args),
     /// Play the environment's expert and write its turns as chat-format JSONL demonstrations.
     Collect(collect::Args),
@@ -79,7 +79,7 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench(args) => bench::run(&cli.plugins, &args),
         Command::Collect(args) => collect::run(&crate::registry::build(&cli.plugins)?, &args),
         Command::Envs(args) => envs::run(&crate::registry::build(&cli.plugins)?, &args),
         Command::Eval(args) => eval::run(&crate::registry::build(&cli.plugins)?, &args),

@@ -3,6 +3,7 @@
 //! demonstrations and evaluation are the library's modules `render`, `rollout`, `demos` and `evaluation`, shared
 //! with `atod collect` and `atod eval`, so every stage sees the same prompts.
 
+pub mod bench;
 pub mod config;
 pub mod run;
 pub mod sft;

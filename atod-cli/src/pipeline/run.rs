@@ -178,6 +178,66 @@ fn append_jsonl(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a run starts from: its stages built (or found) and its models loaded.
+pub struct Start<B: AutodiffBackend + HotPathBackend>
+where
+    B::InnerBackend: HotPathBackend,
+{
+    /// The teacher's SFT stage directory.
+    pub teacher_stage: PathBuf,
+    /// The student's initialisation: its own SFT stage's directory, or the teacher's snapshot.
+    pub student_stage: PathBuf,
+    /// The models: the student from its initialisation (or from `checkpoint`), the teacher, and the reference
+    /// policy when the loss has a `kl` term (the student's initialisation, also after a resume). The teacher
+    /// and the reference sample at the config's evaluation temperature.
+    pub models: Models<B>,
+    /// The optimiser, fresh or from `checkpoint`.
+    pub optim: AdamW<B>,
+    /// The loss of the config's method.
+    pub loss: Loss,
+}
+
+/// Builds the stages a train config needs (demonstrations, tokenizer, teacher and student initialisation),
+/// unless they exist, and loads the run's models; the student and its optimiser from `checkpoint` when given.
+pub fn start<B>(
+    registry: &Registry,
+    config: &TrainConfig,
+    checkpoint: Option<&Path>,
+    progress: &dyn Progress,
+    device: &B::Device,
+) -> anyhow::Result<Start<B>>
+where
+    B: AutodiffBackend + HotPathBackend,
+    B::InnerBackend: HotPathBackend,
+{
+    let teacher_stage = stages::sft(registry, &config.sft_stage(&config.teacher_sft()), progress)?.dir;
+    let student_stage = match config.student.from_teacher_step {
+        Some(step) => super::sft::snapshot_dir(&teacher_stage, step),
+        None => stages::sft(registry, &config.sft_stage(&config.student), progress)?.dir,
+    };
+    let inner_device = Tensor::<B, 1>::zeros([1], device).inner().device();
+    let sampling = SamplingParams {
+        temperature: config.train.eval_temperature,
+        max_new_tokens: config.prompt.max_new_tokens,
+        ..SamplingParams::default()
+    };
+    let teacher = LmPolicy::<B::InnerBackend>::load(&teacher_stage.join("model"), &inner_device, sampling.clone(), 0)?;
+    let student_dir = checkpoint.map_or_else(|| student_stage.join("model"), Path::to_path_buf);
+    let (student_config, student) = checkpoint::load::<B>(&student_dir, device)?;
+    let tokenizer = atod_models::ChatTokenizer::from_file(student_dir.join("tokenizer.json"))?;
+    let loss = Loss::new(config.loss_config()?)?;
+    let needs_reference = loss.needs().iter().any(|&(_, input)| input == atod_losses::Input::LpRef);
+    let reference = needs_reference
+        .then(|| LmPolicy::load(&student_stage.join("model"), &inner_device, sampling.clone(), 0))
+        .transpose()?;
+    let optim = match checkpoint {
+        Some(dir) => AdamW::<B>::load(&dir.join("optimizer.safetensors"), &inner_device)?,
+        None => AdamW::<B>::new(config.train.optimizer.clone()),
+    };
+    let models = Models { student, student_config, tokenizer, teacher, reference };
+    Ok(Start { teacher_stage, student_stage, models, optim, loss })
+}
+
 fn run_on<B>(
     registry: &Registry,
     config: &TrainConfig,
@@ -204,38 +264,12 @@ where
     let _lock = RunLock::acquire(out)?;
     checkpoint::write_file_atomic(&out.join("config.toml"), toml::to_string(config)?.as_bytes())?;
 
-    // The stages: demonstrations, tokenizer, teacher and student initialisation.
-    let teacher_stage = stages::sft(registry, &config.sft_stage(&config.teacher_sft()), progress)?;
-    // The student's initialisation: its own SFT stage, or a snapshot the teacher's stage kept.
-    let student_stage_dir = match config.student.from_teacher_step {
-        Some(step) => super::sft::snapshot_dir(&teacher_stage.dir, step),
-        None => stages::sft(registry, &config.sft_stage(&config.student), progress)?.dir,
-    };
+    let checkpoint_dir = checkpoint.as_ref().map(|(_, dir)| dir.as_path());
+    let Start { teacher_stage, student_stage: student_stage_dir, models, optim, loss } =
+        start::<B>(registry, config, checkpoint_dir, progress, device)?;
+    let Models { student, student_config, tokenizer, mut teacher, reference } = models;
     let plugin = registry.get(&config.env.name)?;
-    let inner_device = Tensor::<B, 1>::zeros([1], device).inner().device();
-    let eval_sampling = SamplingParams {
-        temperature: config.train.eval_temperature,
-        max_new_tokens: config.prompt.max_new_tokens,
-        ..SamplingParams::default()
-    };
-    let mut teacher =
-        LmPolicy::<B::InnerBackend>::load(&teacher_stage.dir.join("model"), &inner_device, eval_sampling.clone(), 0)?;
-    let student_dir = match &checkpoint {
-        Some((_, dir)) => dir.clone(),
-        None => student_stage_dir.join("model"),
-    };
-    let (student_config, student) = checkpoint::load::<B>(&student_dir, device)?;
-    let tokenizer = atod_models::ChatTokenizer::from_file(student_dir.join("tokenizer.json"))?;
-    let loss = Loss::new(config.loss_config()?)?;
-    // The reference policy of a `kl` term: the student as it was at step 0, also after a resume.
-    let needs_reference = loss.needs().iter().any(|&(_, input)| input == atod_losses::Input::LpRef);
-    let reference = needs_reference
-        .then(|| LmPolicy::load(&student_stage_dir.join("model"), &inner_device, eval_sampling.clone(), 0))
-        .transpose()?;
-    let optim = match &checkpoint {
-        Some((_, dir)) => AdamW::<B>::load(&dir.join("optimizer.safetensors"), &inner_device)?,
-        None => AdamW::<B>::new(config.train.optimizer.clone()),
-    };
+    let eval_sampling = teacher.sampling.clone();
 
     // Where the run starts: fresh (evaluate the teacher and the student first) or from a checkpoint.
     let eval_seed = 0;
@@ -252,7 +286,7 @@ where
                 let _ = fs::remove_file(out.join(file));
             }
             let teacher_eval =
-                super::cached_stage_eval(&teacher_stage.dir, &mut teacher, plugin, config, eval_seed, progress)?;
+                super::cached_stage_eval(&teacher_stage, &mut teacher, plugin, config, eval_seed, progress)?;
             let mut before = LmPolicy::new(
                 "student",
                 student.valid(),
