@@ -161,6 +161,12 @@ impl Schedule {
     pub fn is_constant(&self) -> bool {
         self.expr.is_constant()
     }
+
+    /// The first of the steps `0..steps` of a run of `steps` steps where `bad` holds for the value, with that
+    /// value: the range check of a config (a weight outside [0, 1], a learning rate below 0).
+    pub fn first_step_where(&self, steps: u64, bad: impl Fn(f64) -> bool) -> Option<(u64, f64)> {
+        (0..steps).map(|s| (s, self.eval(s, steps))).find(|&(_, value)| bad(value))
+    }
 }
 
 impl From<f64> for Schedule {

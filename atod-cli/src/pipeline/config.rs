@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use atod_core::config::EnvConfig;
 use atod_core::Schedule;
-use atod_losses::{LossConfig, COMPONENTS};
+use atod_losses::LossConfig;
 use atod_models::optim::AdamWConfig;
 use serde::{Deserialize, Serialize};
 
@@ -193,13 +193,11 @@ fn default_shards() -> usize {
 impl SftConfig {
     /// Checks what serde cannot.
     pub fn check(&self) -> anyhow::Result<()> {
-        if let Some(step) =
-            (0..self.steps).find(|&s| !(0.0..=1.0).contains(&self.prompt_loss_weight.eval(s, self.steps)))
+        if let Some((step, value)) = self.prompt_loss_weight.first_step_where(self.steps, |w| !(0.0..=1.0).contains(&w))
         {
             bail!(
-                "`prompt_loss_weight` must lie in [0, 1] at every step, but `{}` is {} at step {step}",
-                self.prompt_loss_weight.source(),
-                self.prompt_loss_weight.eval(step, self.steps)
+                "`prompt_loss_weight` must lie in [0, 1] at every step, but `{}` is {value} at step {step}",
+                self.prompt_loss_weight.source()
             );
         }
         if self.steps == 0 || self.batch_size == 0 || self.shards == 0 {
@@ -214,15 +212,8 @@ impl SftConfig {
 
 /// A learning rate must be finite and non-negative at every step.
 fn check_lr(key: &str, lr: &Schedule, total: u64) -> anyhow::Result<()> {
-    if let Some(step) = (0..total.max(1)).find(|&s| {
-        let v = lr.eval(s, total);
-        !(v >= 0.0 && v.is_finite())
-    }) {
-        bail!(
-            "`{key}` must be finite and >= 0 at every step, but `{}` is {} at step {step}",
-            lr.source(),
-            lr.eval(step, total)
-        );
+    if let Some((step, value)) = lr.first_step_where(total, |v| !(v >= 0.0 && v.is_finite())) {
+        bail!("`{key}` must be finite and >= 0 at every step, but `{}` is {value} at step {step}", lr.source());
     }
     Ok(())
 }
@@ -484,15 +475,11 @@ impl TrainConfig {
             );
         }
         let steps = self.train.steps.max(1);
-        if let Some(step) = (0..steps).find(|&s| {
-            let t = self.train.temperature.eval(s, steps);
-            !(t > 0.0 && t.is_finite())
-        }) {
+        if let Some((step, value)) = self.train.temperature.first_step_where(steps, |t| !(t > 0.0 && t.is_finite())) {
             bail!(
-                "`train.temperature` must be positive at every step, but `{}` is {} at step {step}: rollouts sample, \
-                 and the on-policy log-probs are taken at that temperature",
-                self.train.temperature.source(),
-                self.train.temperature.eval(step, steps)
+                "`train.temperature` must be positive at every step, but `{}` is {value} at step {step}: rollouts \
+                 sample, and the on-policy log-probs are taken at that temperature",
+                self.train.temperature.source()
             );
         }
         for (key, lr, total) in
@@ -520,20 +507,20 @@ impl TrainConfig {
             if overrides.contains_key("preset") {
                 bail!("`loss.preset` cannot be set: the method chooses the preset");
             }
-            let components = overrides.get("components").and_then(toml::Value::as_table);
-            if let Some(name) =
-                components.into_iter().flat_map(|t| t.keys()).find(|k| !COMPONENTS.contains(&k.as_str()))
-            {
-                bail!(
-                    "key `loss.components.{name}`: unknown loss component `{name}`; known loss components: {}",
-                    COMPONENTS.join(", ")
-                );
-            }
             table.extend(overrides.clone());
         }
         let mut doc = toml::Table::new();
         doc.insert("loss".into(), toml::Value::Table(table));
-        LossConfig::from_toml(&toml::to_string(&doc)?).map_err(|err| anyhow::anyhow!("key `loss`: {err}"))
+        LossConfig::from_toml(&toml::to_string(&doc)?).map_err(|err| {
+            // An unknown component is named by its own key, `loss.components.<name>`.
+            let key = match &err {
+                atod_losses::Error::UnknownName { kind: "loss component", name, .. } => {
+                    format!("loss.components.{name}")
+                }
+                _ => "loss".to_owned(),
+            };
+            anyhow::anyhow!("key `{key}`: {err}")
+        })
     }
 
     /// The teacher's SFT config, with the snapshot a `student.from_teacher_step` asks it to keep.

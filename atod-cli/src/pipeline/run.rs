@@ -18,7 +18,6 @@ use atod_envs::Registry;
 use atod_losses::Loss;
 use atod_models::optim::AdamW;
 use atod_models::{checkpoint, DeviceSpec, HotPathBackend, LmPolicy, SamplingParams};
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -216,11 +215,7 @@ where
         None => stages::sft(registry, &config.sft_stage(&config.student), progress)?.dir,
     };
     let inner_device = Tensor::<B, 1>::zeros([1], device).inner().device();
-    let sampling = SamplingParams {
-        temperature: config.train.eval_temperature,
-        max_new_tokens: config.prompt.max_new_tokens,
-        ..SamplingParams::default()
-    };
+    let sampling = eval_sampling(config);
     let teacher = LmPolicy::<B::InnerBackend>::load(&teacher_stage.join("model"), &inner_device, sampling.clone(), 0)?;
     let student_dir = checkpoint.map_or_else(|| student_stage.join("model"), Path::to_path_buf);
     let (student_config, student) = checkpoint::load::<B>(&student_dir, device)?;
@@ -236,6 +231,15 @@ where
     };
     let models = Models { student, student_config, tokenizer, teacher, reference };
     Ok(Start { teacher_stage, student_stage, models, optim, loss })
+}
+
+/// The sampling of a run's evaluations: `train.eval_temperature` with the prompt's response budget.
+fn eval_sampling(config: &TrainConfig) -> SamplingParams {
+    SamplingParams {
+        temperature: config.train.eval_temperature,
+        max_new_tokens: config.prompt.max_new_tokens,
+        ..SamplingParams::default()
+    }
 }
 
 fn run_on<B>(
@@ -265,11 +269,11 @@ where
     checkpoint::write_file_atomic(&out.join("config.toml"), toml::to_string(config)?.as_bytes())?;
 
     let checkpoint_dir = checkpoint.as_ref().map(|(_, dir)| dir.as_path());
-    let Start { teacher_stage, student_stage: student_stage_dir, models, optim, loss } =
+    let Start { teacher_stage, student_stage, models, optim, loss } =
         start::<B>(registry, config, checkpoint_dir, progress, device)?;
-    let Models { student, student_config, tokenizer, mut teacher, reference } = models;
     let plugin = registry.get(&config.env.name)?;
-    let eval_sampling = teacher.sampling.clone();
+    let mut trainer = Trainer::new(plugin, &config.env.config_toml(), models, optim, loss, settings)?;
+    let eval_sampling = eval_sampling(config);
 
     // Where the run starts: fresh (evaluate the teacher and the student first) or from a checkpoint.
     let eval_seed = 0;
@@ -285,18 +289,10 @@ where
             for file in ["metrics.jsonl", "evals.jsonl"] {
                 let _ = fs::remove_file(out.join(file));
             }
-            let teacher_eval =
-                super::cached_stage_eval(&teacher_stage, &mut teacher, plugin, config, eval_seed, progress)?;
-            let mut before = LmPolicy::new(
-                "student",
-                student.valid(),
-                student_config.clone(),
-                tokenizer.clone(),
-                eval_sampling.clone(),
-                0,
-            )?;
-            let initial =
-                super::cached_stage_eval(&student_stage_dir, &mut before, plugin, config, eval_seed, progress)?;
+            let teacher = &mut trainer.teacher;
+            let teacher_eval = super::cached_stage_eval(&teacher_stage, teacher, plugin, config, eval_seed, progress)?;
+            let mut before = trainer.policy(eval_sampling.clone(), 0)?;
+            let initial = super::cached_stage_eval(&student_stage, &mut before, plugin, config, eval_seed, progress)?;
             append_jsonl(
                 &out.join("evals.jsonl"),
                 &EvalLine { step: 0, split: config.env.eval_split.clone(), summary: initial.clone() },
@@ -309,8 +305,6 @@ where
         }
     };
 
-    let models = Models { student, student_config, tokenizer, teacher, reference };
-    let mut trainer = Trainer::new(plugin, &config.env.config_toml(), models, optim, loss, settings)?;
     let label = format!("{} {}", config.method, config.env.name);
     let mut last_eval = None;
     progress.start(steps, &label);
