@@ -9,13 +9,12 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::generate::{generate, SamplingParams};
-use crate::hotpath::{token_logprobs, HotPathBackend};
-use crate::model::{KvCache, Layout, TransformerConfig};
+use crate::generate::{generate, sequence_stats, SamplingParams};
+use crate::hotpath::HotPathBackend;
+use crate::model::TransformerConfig;
 
 /// The shapes of one measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,20 +83,17 @@ where
     let mut rng = atod_core::rng::SplitMix64::new(opts.seed);
     let mut random_ids = |n: usize| -> Vec<i32> { (0..n).map(|_| rng.below(vocab as u64) as i32).collect() };
 
-    // Training: next-token NLL over every position, as SFT computes it.
+    // Training: next-token NLL over every position, as SFT computes it (`sequence_stats` with every token but
+    // the first as a target: the fused CPU path where the backend has one).
     let (batch, seq) = (opts.batch, opts.seq);
-    let data = random_ids(batch * (seq + 1));
-    let inputs: Vec<i32> = (0..batch).flat_map(|b| data[b * (seq + 1)..b * (seq + 1) + seq].to_vec()).collect();
-    let targets: Vec<i32> = (0..batch).flat_map(|b| data[b * (seq + 1) + 1..(b + 1) * (seq + 1)].to_vec()).collect();
-    let inputs = Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [batch, seq]), device);
-    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [batch, seq]), device);
-    let layout = Layout::right_padded(&vec![seq; batch]);
+    let data: Vec<u32> = random_ids(batch * (seq + 1)).into_iter().map(|t| t as u32).collect();
+    let targets = vec![true; seq + 1];
+    let rows: Vec<(&[u32], &[bool])> = data.chunks(seq + 1).map(|row| (row, &targets[..])).collect();
     let mut optim = AdamWConfig::new().init::<B, crate::model::Transformer<B>>();
     let mut train_time = 0.0;
     for step in 0..opts.warmup + opts.train_steps {
         let start = Instant::now();
-        let logits = model.forward(inputs.clone(), &layout);
-        let loss = token_logprobs(logits, targets.clone()).logp.mean().neg();
+        let loss = sequence_stats(&model, &rows, 1.0)?.logp.mean().neg();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-4, model, grads);
         // Reading the loss back waits for the step to finish on asynchronous backends.
@@ -109,16 +105,14 @@ where
     let train_tokens_per_s = (opts.train_steps * batch * seq) as f64 / train_time;
 
     let model = model.valid();
-    let inner_device = model.device();
-    // Prefill: the cache-filling forward over left-padded prompts of full length.
-    let prompts = random_ids(batch * seq);
-    let prompts = Tensor::<B::InnerBackend, 2, Int>::from_data(TensorData::new(prompts, [batch, seq]), &inner_device);
+    // Prefill: the forward that fills the KV cache for prompts of full length, and the first token's logits
+    // (a generation of one token).
+    let prompts: Vec<Vec<u32>> = (0..batch).map(|_| random_ids(seq).into_iter().map(|t| t as u32).collect()).collect();
+    let seeds = vec![0; prompts.len()];
     let mut prefill_time = 0.0;
     for step in 0..opts.warmup + opts.train_steps {
         let start = Instant::now();
-        let mut cache = KvCache::new(model.num_layers());
-        let logits = model.forward_cached(prompts.clone(), &vec![seq; batch], &mut cache);
-        let _ = logits.into_data();
+        generate(&model, &prompts, &SamplingParams::greedy(1), &[], &seeds)?;
         if step >= opts.warmup {
             prefill_time += start.elapsed().as_secs_f64();
         }
@@ -129,7 +123,6 @@ where
     let prompts: Vec<Vec<u32>> = (0..opts.decode_batch)
         .map(|_| random_ids(opts.decode_prompt).into_iter().map(|t| t as u32).collect())
         .collect();
-    let seeds = vec![0; prompts.len()];
     let one = SamplingParams::greedy(1);
     let full = SamplingParams::greedy(opts.decode_tokens + 1);
     let mut decode_time = 0.0;

@@ -109,12 +109,32 @@ pub fn generate<B: HotPathBackend>(
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         return Err(Error::BadInput { what: format!("prompt {i} is empty") });
     }
-    let mut out = vec![Generation::default(); prompts.len()];
+    let out = vec![Generation::default(); prompts.len()];
     if prompts.is_empty() {
         return Ok(out);
     }
     let vocab = model.vocab_size();
     check_ids(prompts.iter().flatten(), vocab)?;
+    if let Some(out) = B::fused_generate(model, prompts, params, stop, seeds) {
+        return Ok(out);
+    }
+    reference_generate(model, prompts, params, stop, seeds)
+}
+
+/// [`generate`] through the reference composition of burn ops (`Transformer::forward_cached`), whatever the
+/// backend: what the fused CPU path is tested against. Inputs are not checked here.
+pub fn reference_generate<B: HotPathBackend>(
+    model: &Transformer<B>,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    stop: &[u32],
+    seeds: &[u64],
+) -> Result<Vec<Generation>> {
+    let mut out = vec![Generation::default(); prompts.len()];
+    if prompts.is_empty() {
+        return Ok(out);
+    }
+    let vocab = model.vocab_size();
     let device = model.device();
     let mut rngs: Vec<SplitMix64> = seeds.iter().map(|&s| SplitMix64::new(s)).collect();
     let temperature = params.logprob_temperature();
@@ -187,7 +207,7 @@ fn check_ids<'a>(ids: impl Iterator<Item = &'a u32>, vocab: usize) -> Result<()>
 
 /// Picks one token from a row of logits: argmax at temperature 0, else a draw from the temperature-scaled,
 /// top-k- and top-p-truncated distribution. Ties in argmax go to the lowest id.
-fn sample_row(logits: &[f32], params: &SamplingParams, rng: &mut SplitMix64) -> u32 {
+pub(crate) fn sample_row(logits: &[f32], params: &SamplingParams, rng: &mut SplitMix64) -> u32 {
     if params.temperature == 0.0 {
         let mut best = 0;
         for (i, &x) in logits.iter().enumerate() {
@@ -270,9 +290,35 @@ pub fn sequence_stats<B: HotPathBackend>(
     rows: &[(&[u32], &[bool])],
     temperature: f32,
 ) -> Result<ResponseStats<B>> {
+    check_rows(model, rows, temperature)?;
+    if let Some(stats) = B::fused_sequence_stats(model, rows, temperature) {
+        return Ok(stats);
+    }
+    reference_sequence_stats(model, rows, temperature)
+}
+
+/// [`sequence_stats`] through the reference composition of burn ops (`Transformer::forward_hidden`, the head
+/// and the hot path), whatever the backend: what the fused CPU path is tested against.
+pub fn reference_sequence_stats<B: HotPathBackend>(
+    model: &Transformer<B>,
+    rows: &[(&[u32], &[bool])],
+    temperature: f32,
+) -> Result<ResponseStats<B>> {
     let (logits, targets, mask) = target_logits(model, rows, temperature)?;
     let TokenStats { logp, entropy } = token_logprobs(logits, targets);
     Ok(ResponseStats { logp: logp * mask.clone(), entropy: entropy * mask.clone(), mask })
+}
+
+/// The checks of every scoring entry point: ids and masks of equal length, a positive temperature, ids inside
+/// the vocabulary.
+fn check_rows<B: HotPathBackend>(model: &Transformer<B>, rows: &[(&[u32], &[bool])], temperature: f32) -> Result<()> {
+    if let Some(i) = rows.iter().position(|(ids, mask)| ids.len() != mask.len()) {
+        return Err(Error::BadInput { what: format!("row {i}: ids and target mask differ in length") });
+    }
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(Error::BadInput { what: format!("scoring temperature must be positive, got {temperature}") });
+    }
+    check_ids(rows.iter().flat_map(|(ids, _)| ids.iter()), model.vocab_size())
 }
 
 /// [`response_stats`] together with the whole distribution at every response position: the log-softmax of
@@ -322,13 +368,7 @@ fn target_logits<B: HotPathBackend>(
     rows: &[(&[u32], &[bool])],
     temperature: f32,
 ) -> Result<(Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2>)> {
-    if let Some(i) = rows.iter().position(|(ids, mask)| ids.len() != mask.len()) {
-        return Err(Error::BadInput { what: format!("row {i}: ids and target mask differ in length") });
-    }
-    if !(temperature > 0.0 && temperature.is_finite()) {
-        return Err(Error::BadInput { what: format!("scoring temperature must be positive, got {temperature}") });
-    }
-    check_ids(rows.iter().flat_map(|(ids, _)| ids.iter()), model.vocab_size())?;
+    check_rows(model, rows, temperature)?;
     let device = model.device();
     let n = rows.len();
     let lengths: Vec<usize> = rows.iter().map(|(ids, _)| ids.len()).collect();

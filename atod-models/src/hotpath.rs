@@ -18,6 +18,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
+use crate::generate::{Generation, ResponseStats, SamplingParams};
+use crate::model::Transformer;
+
 /// Per-token statistics of a batch of rows: `logp[r]` is the log-prob of `targets[r]` and `entropy[r]` the entropy
 /// of row r's distribution, both in nats.
 #[derive(Debug, Clone)]
@@ -36,6 +39,28 @@ pub trait HotPathBackend: Backend {
     fn token_stats(logits: Tensor<Self, 2>, targets: Tensor<Self, 1, Int>) -> TokenStats<Self, 1> {
         reference_token_stats(logits, targets)
     }
+
+    /// The whole model's [`sequence_stats`](crate::sequence_stats) as one fused operation, where the backend has
+    /// one (`None`: the reference composition of burn ops). Inputs are already checked.
+    fn fused_sequence_stats(
+        _model: &Transformer<Self>,
+        _rows: &[(&[u32], &[bool])],
+        _temperature: f32,
+    ) -> Option<ResponseStats<Self>> {
+        None
+    }
+
+    /// [`generate`](crate::generate) as one fused loop, where the backend has one (`None`: the reference
+    /// composition). Inputs are already checked.
+    fn fused_generate(
+        _model: &Transformer<Self>,
+        _prompts: &[Vec<u32>],
+        _params: &SamplingParams,
+        _stop: &[u32],
+        _seeds: &[u64],
+    ) -> Option<Vec<Generation>> {
+        None
+    }
 }
 
 /// The reference composition of burn ops; also the CPU path.
@@ -47,11 +72,41 @@ pub fn reference_token_stats<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B
     TokenStats { logp, entropy }
 }
 
-impl HotPathBackend for burn::backend::Flex {}
+/// flex: the reference token stats; the model's forward and generation through the fused CPU path
+/// ([`crate::cpu`]).
+impl HotPathBackend for burn::backend::Flex {
+    fn fused_sequence_stats(
+        model: &Transformer<Self>,
+        rows: &[(&[u32], &[bool])],
+        temperature: f32,
+    ) -> Option<ResponseStats<Self>> {
+        Some(crate::cpu::sequence_stats_flex(model, rows, temperature))
+    }
 
-/// The CPU training backend: the reference composition, differentiated by burn. Autodiff backends are listed one
-/// by one rather than by a blanket impl over `Autodiff<B>`, because the CUDA one has its own body.
-impl<C: CheckpointStrategy> HotPathBackend for burn::backend::Autodiff<crate::backend::CpuBackend, C> {}
+    fn fused_generate(
+        model: &Transformer<Self>,
+        prompts: &[Vec<u32>],
+        params: &SamplingParams,
+        stop: &[u32],
+        seeds: &[u64],
+    ) -> Option<Vec<Generation>> {
+        Some(crate::cpu::generate_flex(model, prompts, params, stop, seeds))
+    }
+}
+
+/// The CPU training backend: the fused CPU model as one node of burn's graph, with its hand-written backward
+/// ([`crate::cpu`]); the token stats elsewhere are the reference composition, differentiated by burn. Autodiff
+/// backends are listed one by one rather than by a blanket impl over `Autodiff<B>`, because the CUDA one has its
+/// own body.
+impl<C: CheckpointStrategy> HotPathBackend for burn::backend::Autodiff<crate::backend::CpuBackend, C> {
+    fn fused_sequence_stats(
+        model: &Transformer<Self>,
+        rows: &[(&[u32], &[bool])],
+        temperature: f32,
+    ) -> Option<ResponseStats<Self>> {
+        Some(crate::cpu::sequence_stats_autodiff(model, rows, temperature))
+    }
+}
 
 /// The CUDA backend: the CubeCL kernel of `hotpath/cuda.rs`, through a custom operation of burn's fusion stream.
 #[cfg(feature = "cuda")]

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod cpu;
 mod error;
 pub mod generate;
 pub mod hotpath;

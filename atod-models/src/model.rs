@@ -430,6 +430,16 @@ impl<B: Backend> Transformer<B> {
         self.embed_tokens.weight.dims()[0]
     }
 
+    /// Query heads and key/value heads.
+    pub(crate) fn head_counts(&self) -> (usize, usize) {
+        (self.heads, self.kv_heads)
+    }
+
+    /// The rotary base.
+    pub(crate) fn rope_theta(&self) -> f64 {
+        self.rope_theta
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> B::Device {
         self.embed_tokens.weight.device()

@@ -16,6 +16,7 @@ Run it beside the Rust figures, on the same machine and thread count:
 import argparse
 import json
 import math
+import resource
 import time
 
 import torch
@@ -184,6 +185,8 @@ def main():
         "train_tokens_per_s": train,
         "prefill_tokens_per_s": prefill_rate,
         "decode_tokens_per_s": decode_rate,
+        # The process's peak resident memory (ru_maxrss is in KiB on Linux), as `atod bench model` reports it.
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
     if args.json:
         print(json.dumps(report, indent=2))

@@ -1,0 +1,195 @@
+//! The fused CPU path against the reference composition of burn ops: statistics within 1e-5, every parameter's
+//! gradient within 1e-4 relative, generation token for token; on ragged rows, gapped target masks, a temperature
+//! other than 1, grouped-query and plain heads, tied and untied heads, with and without q/k/v biases.
+
+use burn::module::{Module, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor, TensorData};
+
+use crate::backend::{CpuAutodiff, CpuBackend};
+use crate::generate::{reference_generate, reference_sequence_stats, sequence_stats, ResponseStats, SamplingParams};
+use crate::model::{ModelType, Transformer, TransformerConfig};
+use crate::{generate, HotPathBackend};
+use atod_core::rng::SplitMix64;
+
+fn config(heads: usize, kv_heads: usize, tied: bool, llama: bool) -> TransformerConfig {
+    let mut c = TransformerConfig::qwen2(61, 32, 2, heads, kv_heads, 48);
+    c.tie_word_embeddings = tied;
+    if llama {
+        c.model_type = ModelType::Llama;
+    }
+    c
+}
+
+/// A model with every parameter drawn at a scale where attention is far from uniform and norms are not 1.
+fn model<B: Backend>(config: &TransformerConfig, seed: u64) -> Transformer<B> {
+    B::seed(&Default::default(), seed);
+    let model = config.init::<B>(&Default::default()).unwrap();
+    model.map(&mut Perturb)
+}
+
+struct Perturb;
+
+impl<B: Backend> burn::module::ModuleMapper<B> for Perturb {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let noise = Tensor::random(tensor.shape(), Distribution::Normal(0.0, 0.15), &tensor.device());
+        // Detached, so that the parameters are leaves of the graph, as a trainer holds them.
+        Param::from_mapped_value(id, (tensor + noise).detach().require_grad(), mapper)
+    }
+}
+
+/// Ragged rows with gapped target masks; rows 6.. share prefixes (a group of three with a 20-token prefix, one of
+/// them the prefix itself plus one token, and two identical rows), so that the shared-prefix packing is exercised.
+fn rows(seed: u64, vocab: u64) -> Vec<(Vec<u32>, Vec<bool>)> {
+    let mut rng = SplitMix64::new(seed);
+    let mut draw = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.below(vocab) as u32).collect() };
+    let prefix = draw(20);
+    let other = draw(18);
+    let mut ids: Vec<Vec<u32>> = [1usize, 2, 9, 23, 40, 5].iter().map(|&len| draw(len)).collect();
+    for tail in [draw(7), draw(1), draw(13)] {
+        ids.push([prefix.clone(), tail].concat());
+    }
+    let twin = [other, draw(6)].concat();
+    ids.push(twin.clone());
+    ids.push(twin);
+    let mut rng = SplitMix64::new(seed + 99);
+    ids.into_iter()
+        .map(|ids| {
+            let len = ids.len();
+            // Targets with gaps: a prompt-like prefix without targets, then most tokens.
+            let mask: Vec<bool> = (0..len).map(|t| t > len / 3 && rng.below(5) != 0).collect();
+            (ids, mask)
+        })
+        .collect()
+}
+
+fn host<B: HotPathBackend>(stats: &ResponseStats<B>) -> (Vec<f32>, Vec<f32>) {
+    (
+        stats.logp.clone().into_data().convert::<f32>().to_vec().unwrap(),
+        stats.entropy.clone().into_data().convert::<f32>().to_vec().unwrap(),
+    )
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+const CASES: [(usize, usize, bool, bool); 4] =
+    [(4, 2, true, false), (4, 4, false, false), (2, 1, true, true), (4, 1, false, true)];
+
+#[test]
+fn fused_statistics_match_the_reference() {
+    for (i, &(heads, kv, tied, llama)) in CASES.iter().enumerate() {
+        let config = config(heads, kv, tied, llama);
+        let model = model::<CpuBackend>(&config, i as u64);
+        let data = rows(i as u64, config.vocab_size as u64);
+        let rows: Vec<(&[u32], &[bool])> = data.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+        for temperature in [1.0, 0.7] {
+            let fused = host(&sequence_stats(&model, &rows, temperature).unwrap());
+            let reference = host(&reference_sequence_stats(&model, &rows, temperature).unwrap());
+            assert!(max_diff(&fused.0, &reference.0) < 1e-5, "case {i} logp: {}", max_diff(&fused.0, &reference.0));
+            assert!(max_diff(&fused.1, &reference.1) < 1e-5, "case {i} entropy: {}", max_diff(&fused.1, &reference.1));
+        }
+    }
+}
+
+/// Every parameter's gradient, in the module's order.
+fn gradients(model: &Transformer<CpuAutodiff>, loss: Tensor<CpuAutodiff, 1>) -> Vec<(String, Vec<f32>)> {
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    let mut out = Vec::new();
+    model.visit(&mut Collect { grads: &grads, out: &mut out });
+    out
+}
+
+struct Collect<'a> {
+    grads: &'a GradientsParams,
+    out: &'a mut Vec<(String, Vec<f32>)>,
+}
+
+impl burn::module::ModuleVisitor<CpuAutodiff> for Collect<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<CpuAutodiff, D>>) {
+        let grad = self.grads.get::<CpuBackend, D>(param.id).map(|g| g.into_data().to_vec::<f32>().unwrap());
+        self.out.push((format!("{:?} {:?}", param.id, param.shape()), grad.unwrap_or_default()));
+    }
+}
+
+#[test]
+fn fused_gradients_match_burns_automatic_gradients() {
+    for (i, &(heads, kv, tied, llama)) in CASES.iter().enumerate() {
+        let config = config(heads, kv, tied, llama);
+        let model = model::<CpuAutodiff>(&config, 10 + i as u64);
+        let data = rows(20 + i as u64, config.vocab_size as u64);
+        let rows: Vec<(&[u32], &[bool])> = data.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+        let loss = |stats: ResponseStats<CpuAutodiff>| {
+            // Different weights per position for log-probs and entropies, so that both backward paths count.
+            let [n, span] = stats.logp.dims();
+            let w: Vec<f32> = (0..n * span).map(|k| ((k * 7919) % 13) as f32 / 13.0 - 0.3).collect();
+            let w = Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(w, [n, span]), &Default::default());
+            (stats.logp * w.clone()).sum() + (stats.entropy * stats.mask * w.neg()).sum() * 0.5
+        };
+        let temperature = if i % 2 == 0 { 1.0 } else { 0.8 };
+        let fused = gradients(&model, loss(sequence_stats(&model, &rows, temperature).unwrap()));
+        let reference = gradients(&model, loss(reference_sequence_stats(&model, &rows, temperature).unwrap()));
+        assert_eq!(fused.len(), reference.len());
+        for ((name, a), (_, b)) in fused.iter().zip(&reference) {
+            assert!(!b.is_empty(), "case {i}: {name} has no reference gradient");
+            let scale = b.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+            let diff = max_diff(a, b) / scale;
+            assert!(diff < 1e-4, "case {i}: parameter {name}: relative difference {diff} (scale {scale})");
+        }
+    }
+}
+
+#[test]
+fn fused_generation_matches_the_reference_token_for_token() {
+    for (i, &(heads, kv, tied, llama)) in CASES.iter().enumerate() {
+        let config = config(heads, kv, tied, llama);
+        let model = model::<CpuBackend>(&config, 30 + i as u64);
+        let mut rng = SplitMix64::new(i as u64);
+        let mut prompts: Vec<Vec<u32>> =
+            [3usize, 17, 1, 8, 30].iter().map(|&n| (0..n).map(|_| rng.below(61) as u32).collect()).collect();
+        // A group that shares a prefix: the same prompt twice and once with three more tokens.
+        prompts.push(prompts[4].clone());
+        prompts.push([prompts[4].clone(), vec![1, 2, 3]].concat());
+        let seeds = [5, 6, 7, 8, 9, 10, 11];
+        for params in [
+            SamplingParams::greedy(12),
+            SamplingParams { temperature: 0.9, max_new_tokens: 12, ..SamplingParams::default() },
+        ] {
+            // Token 4 stops rows where it is drawn, so rows leave the batch at different steps.
+            let fused = generate(&model, &prompts, &params, &[4], &seeds).unwrap();
+            let reference = reference_generate(&model, &prompts, &params, &[4], &seeds).unwrap();
+            for (row, (a, b)) in fused.iter().zip(&reference).enumerate() {
+                assert_eq!(a.ids, b.ids, "case {i} row {row}");
+                assert_eq!(a.stopped, b.stopped);
+                assert!(max_diff(&a.logprobs, &b.logprobs) < 1e-5, "case {i} row {row}");
+            }
+        }
+    }
+}
+
+#[test]
+fn rows_with_a_common_prefix_pack_it_once_and_index_every_token() {
+    use super::engine::Packed;
+    let prefix: Vec<u32> = (0..20).collect();
+    let a = [prefix.clone(), vec![50, 51, 52]].concat();
+    let b = [prefix[..18].to_vec(), vec![60]].concat();
+    let lone = vec![7u32; 30];
+    let short = vec![1u32, 2];
+    let rows: Vec<&[u32]> = vec![&a, &lone, &b, &short, &a];
+    let packed = Packed::rows(&rows);
+    // The group {a, b, a} shares 18 tokens: 18 + (5 + 1 + 5) own tokens, then 30 and 2 for the others.
+    assert_eq!(packed.len(), 18 + 11 + 30 + 2);
+    assert!(packed.keys.is_some());
+    for (r, row) in rows.iter().enumerate() {
+        let back: Vec<u32> = (0..row.len()).map(|t| packed.ids[packed.index(r, t)]).collect();
+        assert_eq!(&back[..], *row, "row {r}");
+        let positions: Vec<u32> = (0..row.len()).map(|t| packed.positions[packed.index(r, t)]).collect();
+        assert_eq!(positions, (0..row.len() as u32).collect::<Vec<_>>(), "row {r}");
+    }
+    let apart = Packed::rows(&[&lone, &short]);
+    assert!(apart.keys.is_none(), "nothing shared, no virtual key array");
+}
