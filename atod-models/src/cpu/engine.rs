@@ -119,6 +119,8 @@ pub struct Packed {
     pub keys: Option<Vec<usize>>,
     /// Each input row: the packed range of its shared prefix (empty when it shares none) and of its own tokens.
     pub rows: Vec<(Range<usize>, Range<usize>)>,
+    /// Each input row's attention segment (its own tokens, whose keys are the whole row).
+    pub row_segs: Vec<usize>,
 }
 
 impl Packed {
@@ -137,7 +139,8 @@ impl Packed {
             }
             groups.push(vec![r]);
         }
-        let mut packed = Self { rows: vec![(0..0, 0..0); rows.len()], ..Self::default() };
+        let mut packed =
+            Self { rows: vec![(0..0, 0..0); rows.len()], row_segs: vec![0; rows.len()], ..Self::default() };
         let mut keys: Vec<usize> = Vec::new();
         let mut shared = false;
         for group in &groups {
@@ -156,6 +159,7 @@ impl Packed {
                 let own = packed.ids.len();
                 packed.push(&rows[r][prefix..], prefix, &mut keys, Some(p_start..p_start + prefix));
                 packed.rows[r] = (p_start..p_start + prefix, own..packed.ids.len());
+                packed.row_segs[r] = packed.segs.len() - 1;
             }
         }
         packed.keys = shared.then_some(keys);
@@ -607,21 +611,36 @@ impl<'a> Decoder<'a> {
                     self.values[li][dst..dst + kvw].copy_from_slice(&a.v[src..src + kvw]);
                 }
             }
-            resize(&mut a.a, n * ix.q_width());
-            resize(&mut a.lse, n * ix.heads.heads);
             let (k, v) = (packed.gather(&a.k, kvw, &mut kb), packed.gather(&a.v, kvw, &mut vb));
-            attention::forward(ix.heads, &packed.segs, &a.q, k, v, &mut a.a, &mut a.lse);
-            ix.post_attention(l, self.p, n, &mut x, a);
+            if li + 1 < ix.layers.len() {
+                resize(&mut a.a, n * ix.q_width());
+                resize(&mut a.lse, n * ix.heads.heads);
+                attention::forward(ix.heads, &packed.segs, &a.q, k, v, &mut a.a, &mut a.lse);
+                ix.post_attention(l, self.p, n, &mut x, a);
+                continue;
+            }
+            // The last block: every token's keys and values are cached, but only each row's last token goes
+            // on (its query attends to its whole row; its residual goes through the rest of the block).
+            let (rows, qw, d) = (prompts.len(), ix.q_width(), ix.d);
+            let (mut q, mut last) = (Vec::with_capacity(rows * qw), Vec::with_capacity(rows * d));
+            let mut segs = Vec::with_capacity(rows);
+            for (row, prompt) in prompts.iter().enumerate() {
+                let t = packed.index(row, prompt.len() - 1);
+                q.extend_from_slice(&a.q[t * qw..(t + 1) * qw]);
+                last.extend_from_slice(&x[t * d..(t + 1) * d]);
+                let seg = packed.segs[packed.row_segs[row]];
+                segs.push(Seg { q_start: row, q_len: 1, k_start: seg.k_start, k_len: seg.k_len });
+            }
+            resize(&mut a.a, rows * qw);
+            resize(&mut a.lse, rows * ix.heads.heads);
+            attention::forward(ix.heads, &segs, &q, k, v, &mut a.a, &mut a.lse);
+            ix.post_attention(l, self.p, rows, &mut last, a);
+            x = last;
         }
         for (row, prompt) in prompts.iter().enumerate() {
             self.lengths[row] = prompt.len();
         }
-        let b = &mut self.buffers;
-        b.x.clear();
-        for (row, prompt) in prompts.iter().enumerate() {
-            let t = packed.index(row, prompt.len() - 1);
-            b.x.extend_from_slice(&x[t * ix.d..(t + 1) * ix.d]);
-        }
+        self.buffers.x = x;
         self.head_logits(prompts.len());
     }
 

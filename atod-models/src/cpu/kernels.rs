@@ -10,7 +10,7 @@ use std::ops::Range;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::attention::{dot, exp_sub, max_of, sum_of, Heads};
+use super::attention::{dot, exp_sub, fast_exp, max_of, sum_of, Heads};
 
 /// Work below this many multiply-adds runs on the calling thread: splitting it costs more than it saves.
 const PARALLEL_FLOPS: usize = 1 << 16;
@@ -216,8 +216,9 @@ impl RopeTable {
     }
 }
 
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + fast_exp(-x))
 }
 
 /// SwiGLU's gate: `m = silu(g) · u`, element-wise.
@@ -268,11 +269,12 @@ pub fn token_stats(logits: &mut [f32], targets: &[u32], temperature: f32, stats:
     }
     let vocab = logits.len() / rows;
     let body = |(logits, targets, stats): (&mut [f32], &[u32], &mut [f32])| {
+        let mut scratch = Vec::with_capacity(vocab);
         for ((row, &t), out) in logits.chunks_exact_mut(vocab).zip(targets).zip(stats.chunks_exact_mut(2)) {
             if temperature != 1.0 {
                 row.iter_mut().for_each(|x| *x /= temperature);
             }
-            let (lse, entropy) = lse_entropy(row);
+            let (lse, entropy) = softmax_stats(row, &mut scratch);
             out[0] = row[t as usize] - lse;
             out[1] = entropy;
         }
@@ -294,18 +296,16 @@ pub fn log_sum_exp(row: &[f32], scratch: &mut Vec<f32>) -> f32 {
     max + sum_of(scratch).ln()
 }
 
-/// The log-sum-exp of a row and the entropy of its softmax.
-pub fn lse_entropy(row: &[f32]) -> (f32, f32) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let (mut sum, mut weighted) = (0.0f32, 0.0f32);
-    for &x in row {
-        let e = (x - max).exp();
-        sum += e;
-        weighted += e * (x - max);
-    }
-    let lse = max + sum.ln();
-    // H = -Σ p log p = lse - Σ p x = ln(sum) - Σ e (x - max) / sum.
-    (lse, sum.ln() - weighted / sum)
+/// The log-sum-exp of a row and the entropy of its softmax, with the vectorisable exponential.
+pub fn softmax_stats(row: &[f32], scratch: &mut Vec<f32>) -> (f32, f32) {
+    let max = max_of(row);
+    scratch.clear();
+    scratch.extend_from_slice(row);
+    exp_sub(scratch, max);
+    let sum = sum_of(scratch);
+    // Σ e (x - max) = Σ e x - max Σ e; H = ln(sum) - Σ e (x - max) / sum.
+    let weighted = dot(scratch, row) - max * sum;
+    (max + sum.ln(), sum.ln() - weighted / sum)
 }
 
 /// The backward of [`token_stats`], written over the (scaled) logits: with `p = softmax(row)`,
@@ -324,7 +324,7 @@ pub fn token_stats_backward(logits: &mut [f32], targets: &[u32], temperature: f3
             let (lse, entropy) = (row[t as usize] - s[0], s[1]);
             for x in row.iter_mut() {
                 let logp = *x - lse;
-                let p = logp.exp();
+                let p = fast_exp(logp);
                 *x = (-g[0] * p - g[1] * p * (logp + entropy)) / temperature;
             }
             row[t as usize] += g[0] / temperature;
@@ -445,9 +445,11 @@ mod tests {
     fn lse_and_entropy_match_hand_values() {
         // p = [1/6, 2/6, 3/6] from logits [0, ln 2, ln 3] (+5, which changes nothing).
         let row = [5.0f32, 5.0 + 2f32.ln(), 5.0 + 3f32.ln()];
-        let (lse, h) = lse_entropy(&row);
         let p = [1.0f64 / 6.0, 2.0 / 6.0, 3.0 / 6.0];
-        assert!((lse as f64 - (5.0 + 6f64.ln())).abs() < 1e-5);
-        assert!((h as f64 + p.iter().map(|p| p * p.ln()).sum::<f64>()).abs() < 1e-6);
+        for (lse, h) in [softmax_stats(&row, &mut Vec::new())] {
+            assert!((lse as f64 - (5.0 + 6f64.ln())).abs() < 1e-5);
+            assert!((h as f64 + p.iter().map(|p| p * p.ln()).sum::<f64>()).abs() < 1e-6);
+        }
+        assert!((log_sum_exp(&row, &mut Vec::new()) as f64 - (5.0 + 6f64.ln())).abs() < 1e-5);
     }
 }
