@@ -10,8 +10,8 @@ use std::ops::Range;
 
 use super::attention::{self, Heads, Seg};
 use super::kernels::{
-    add_bias, bias_grad, decode_attention, matmul, rms_norm, rms_norm_backward, swiglu, swiglu_backward, token_stats,
-    token_stats_backward, RopeTable,
+    add_bias, bias_grad, decode_attention, matmul, matmul_weight_grad, rms_norm, rms_norm_backward, swiglu,
+    swiglu_backward, token_stats, token_stats_backward, RopeTable,
 };
 use super::small::matmul_rows;
 
@@ -42,7 +42,7 @@ impl Lin {
     #[allow(clippy::too_many_arguments)]
     fn backward(&self, p: &[f32], x: &[f32], dy: &[f32], rows: usize, dx: &mut [f32], dx_acc: bool, g: &mut [f32]) {
         matmul(rows, self.d_in, self.d_out, dy, false, &p[self.w.clone()], true, dx, dx_acc);
-        matmul(self.d_in, self.d_out, rows, x, true, dy, false, &mut g[self.w.clone()], true);
+        matmul_weight_grad(self.d_in, self.d_out, rows, x, dy, &mut g[self.w.clone()]);
         if let Some(b) = &self.b {
             bias_grad(&dy[..rows * self.d_out], &mut g[b.clone()]);
         }
@@ -426,7 +426,7 @@ impl ModelIx {
             None => {
                 let e = &p[self.embed.clone()];
                 matmul(m, d, self.vocab, &dz, false, e, false, &mut dhs, false);
-                matmul(self.vocab, d, m, &dz, true, &tape.hs, false, &mut g[self.embed.clone()], true);
+                matmul_weight_grad(self.vocab, d, m, &dz, &tape.hs, &mut g[self.embed.clone()]);
             }
         }
         drop(dz);

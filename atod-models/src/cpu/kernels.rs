@@ -74,6 +74,56 @@ pub fn matmul(
     }
 }
 
+/// The gradient of a weight, `c[m, n] += aᵀ · b` for `a` `[k, m]` and `b` `[k, n]` with a long reduction `k` (the
+/// tokens): the reduction is cut into a fixed number of parts computed side by side and added in order, since a
+/// weight's gradient has too few output tiles to keep every thread busy. The parts do not depend on the thread
+/// count, so neither does the result.
+pub fn matmul_weight_grad(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    const PARTS: usize = 2;
+    if k < 512 || m * n * k < PARALLEL_FLOPS * 4 {
+        return matmul(m, n, k, a, true, b, false, c, true);
+    }
+    let size = k.div_ceil(PARTS);
+    let partial = |part: usize| {
+        let (k0, k1) = (part * size, ((part + 1) * size).min(k));
+        let mut out = vec![0f32; m * n];
+        matmul_serial(m, n, k1 - k0, &a[k0 * m..k1 * m], &b[k0 * n..k1 * n], &mut out);
+        out
+    };
+    let (first, second) = rayon::join(|| partial(0), || partial(1));
+    for part in [first, second] {
+        c[..m * n].iter_mut().zip(&part).for_each(|(c, p)| *c += p);
+    }
+}
+
+/// `c[m, n] = aᵀ · b` on the calling thread (`a` `[k, m]`, `b` `[k, n]`).
+fn matmul_serial(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    // SAFETY: `a` holds k * m floats, `b` k * n and `c` m * n (the callers' ranges), and `c` aliases neither.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            m as isize,
+            1,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
 /// Adds `bias` `[n]` to every row of `x` `[m, n]`.
 pub fn add_bias(x: &mut [f32], bias: &[f32]) {
     for row in x.chunks_exact_mut(bias.len()) {

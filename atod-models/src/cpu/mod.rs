@@ -130,11 +130,23 @@ fn host_params(model: &Transformer<CpuBackend>) -> (ModelIx, FlexTensor) {
     (ix, contiguous(Tensor::cat(list, 0).into_primitive().tensor()))
 }
 
-/// Rows with target masks, packed: the targets, and each target's slot in the `[rows, span]` output.
-struct Plan {
+/// Batches of at least this many tokens are computed in [`GROUPS`] groups of rows side by side.
+const GROUP_MIN_TOKENS: usize = 1024;
+/// The number of row groups of a large batch: fixed rather than the thread count, so that the gradient (each
+/// group's summed in group order) does not depend on the machine.
+const GROUPS: usize = 2;
+
+/// A contiguous group of rows, packed, with its targets and each target's slot in the `[rows, span]` output.
+#[derive(Debug, Clone)]
+struct Part {
     packed: Packed,
     targets: Targets,
     slots: Vec<usize>,
+}
+
+/// Rows with target masks, in groups computed side by side (each a forward of its own, on its own thread).
+struct Plan {
+    parts: Vec<Part>,
     rows: usize,
     span: usize,
     mask: Vec<f32>,
@@ -143,30 +155,56 @@ struct Plan {
 impl Plan {
     /// `rows[b].1[t]` marks token t of row b as a target, predicted by token t - 1 (token 0 never is one).
     fn new(rows: &[(&[u32], &[bool])]) -> Self {
-        let ids: Vec<&[u32]> = rows.iter().map(|(ids, _)| *ids).collect();
-        let packed = Packed::rows(&ids);
         let positions: Vec<Vec<usize>> =
             rows.iter().map(|(_, mask)| (1..mask.len()).filter(|&t| mask[t]).collect()).collect();
         let span = positions.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let mut targets = Targets::default();
-        let mut slots = Vec::new();
         let mut mask = vec![0f32; rows.len() * span];
-        for (b, ((ids, _), pos)) in rows.iter().zip(&positions).enumerate() {
-            for (j, &t) in pos.iter().enumerate() {
-                targets.from.push(packed.index(b, t - 1));
-                targets.ids.push(ids[t]);
-                slots.push(b * span + j);
-                mask[b * span + j] = 1.0;
+        // Cut where the first group holds about half the tokens.
+        let total: usize = rows.iter().map(|(ids, _)| ids.len()).sum();
+        let mut bounds = vec![0];
+        if total >= GROUP_MIN_TOKENS && rows.len() >= GROUPS {
+            let mut seen = 0;
+            for (b, (ids, _)) in rows.iter().enumerate() {
+                seen += ids.len();
+                if seen * GROUPS >= total * bounds.len() && b + 1 < rows.len() && bounds.len() < GROUPS {
+                    bounds.push(b + 1);
+                }
             }
         }
-        Self { packed, targets, slots, rows: rows.len(), span, mask }
+        bounds.push(rows.len());
+        let parts = bounds
+            .windows(2)
+            .map(|w| {
+                let ids: Vec<&[u32]> = rows[w[0]..w[1]].iter().map(|(ids, _)| *ids).collect();
+                let packed = Packed::rows(&ids);
+                let (mut targets, mut slots) = (Targets::default(), Vec::new());
+                for b in w[0]..w[1] {
+                    for (j, &t) in positions[b].iter().enumerate() {
+                        targets.from.push(packed.index(b - w[0], t - 1));
+                        targets.ids.push(rows[b].0[t]);
+                        slots.push(b * span + j);
+                        mask[b * span + j] = 1.0;
+                    }
+                }
+                Part { packed, targets, slots }
+            })
+            .collect();
+        Self { parts, rows: rows.len(), span, mask }
     }
 
-    /// The per-target statistics `[targets, 2]` laid out as `[rows * span, 2]`, zero at padding.
-    fn scatter(&self, stats: &[f32]) -> Vec<f32> {
+    /// Each group's forward, side by side: its statistics `[targets, 2]` and, with `keep`, its tape.
+    fn forward(&self, ix: &ModelIx, p: &[f32], temperature: f32, keep: bool) -> Vec<(Vec<f32>, Option<Tape>)> {
+        use rayon::prelude::*;
+        self.parts.par_iter().map(|part| ix.forward(p, &part.packed, &part.targets, temperature, keep)).collect()
+    }
+
+    /// The groups' statistics laid out as `[rows * span, 2]`, zero at padding.
+    fn scatter(&self, stats: &[(Vec<f32>, Option<Tape>)]) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.span * 2];
-        for (m, &slot) in self.slots.iter().enumerate() {
-            out[2 * slot..2 * slot + 2].copy_from_slice(&stats[2 * m..2 * m + 2]);
+        for (part, (stats, _)) in self.parts.iter().zip(stats) {
+            for (m, &slot) in part.slots.iter().enumerate() {
+                out[2 * slot..2 * slot + 2].copy_from_slice(&stats[2 * m..2 * m + 2]);
+            }
         }
         out
     }
@@ -191,7 +229,7 @@ pub(crate) fn sequence_stats_flex(
 ) -> ResponseStats<CpuBackend> {
     let (ix, params) = host_params(model);
     let plan = Plan::new(rows);
-    let (stats, _) = ix.forward(values(&params), &plan.packed, &plan.targets, temperature, false);
+    let stats = plan.forward(&ix, values(&params), temperature, false);
     let out = flex_tensor(plan.scatter(&stats), [plan.rows * plan.span, 2]);
     plan.response_stats(Tensor::from_primitive(TensorPrimitive::Float(out)))
 }
@@ -209,15 +247,14 @@ pub(crate) fn sequence_stats_autodiff<C: CheckpointStrategy>(
     let shape = [plan.rows * plan.span, 2];
     let output = match ModelBackward.prepare::<C>([flat.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let (stats, tape) = ix.forward(values(&params), &plan.packed, &plan.targets, temperature, true);
-            let out = flex_tensor(plan.scatter(&stats), shape);
-            let tape = tape.expect("kept");
-            let saved = Saved { ix, params, packed: plan.packed.clone(), targets: plan.targets.clone(), tape };
-            prep.finish(Arc::new(SavedState { saved, slots: plan.slots.clone() }), out)
+            let results = plan.forward(&ix, values(&params), temperature, true);
+            let out = flex_tensor(plan.scatter(&results), shape);
+            let tapes = results.into_iter().map(|(_, tape)| tape.expect("kept")).collect();
+            prep.finish(Arc::new(Saved { ix, params, parts: plan.parts.clone(), tapes }), out)
         }
         OpsKind::UnTracked(prep) => {
-            let (stats, _) = ix.forward(values(&params), &plan.packed, &plan.targets, temperature, false);
-            prep.finish(flex_tensor(plan.scatter(&stats), shape))
+            let results = plan.forward(&ix, values(&params), temperature, false);
+            prep.finish(flex_tensor(plan.scatter(&results), shape))
         }
     };
     plan.response_stats(Tensor::from_primitive(TensorPrimitive::Float(output)))
@@ -228,40 +265,46 @@ pub(crate) fn sequence_stats_autodiff<C: CheckpointStrategy>(
 struct Saved {
     ix: ModelIx,
     params: FlexTensor,
-    packed: Packed,
-    targets: Targets,
-    tape: Tape,
+    parts: Vec<Part>,
+    tapes: Vec<Tape>,
 }
 
-#[derive(Clone)]
-struct SavedState {
-    saved: Saved,
-    slots: Vec<usize>,
-}
-
-impl std::fmt::Debug for SavedState {
+impl std::fmt::Debug for Saved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SavedState").field("params", &self.saved.ix.len).field("tape", &self.saved.tape).finish()
+        f.debug_struct("Saved").field("params", &self.ix.len).field("tapes", &self.tapes).finish()
     }
 }
 
 /// The backward node of the fused model: from the gradient of the `[rows * span, 2]` statistics to the gradient
-/// of the flat parameters.
+/// of the flat parameters (each row group's backward side by side, their gradients added in group order).
 #[derive(Debug)]
 struct ModelBackward;
 
 impl Backward<CpuBackend, 1> for ModelBackward {
-    type State = Arc<SavedState>;
+    type State = Arc<Saved>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let state = Arc::try_unwrap(ops.state).unwrap_or_else(|shared| (*shared).clone());
+        use rayon::prelude::*;
+        let saved = Arc::try_unwrap(ops.state).unwrap_or_else(|shared| (*shared).clone());
         unary::<CpuBackend, _>(ops.parents, ops.node, grads, |grad: FlexTensor| {
             let grad = contiguous(grad);
-            let SavedState { saved, slots } = state;
             let grad = values(&grad);
-            let per_target: Vec<f32> = slots.iter().flat_map(|&s| [grad[2 * s], grad[2 * s + 1]]).collect();
-            let Saved { ix, params, packed, targets, tape } = saved;
-            let g = ix.backward(values(&params), &packed, &targets, tape, &per_target);
+            let Saved { ix, params, parts, tapes } = saved;
+            let p = values(&params);
+            let mut sums = parts
+                .into_par_iter()
+                .zip(tapes)
+                .map(|(part, tape)| {
+                    let per_target: Vec<f32> =
+                        part.slots.iter().flat_map(|&s| [grad[2 * s], grad[2 * s + 1]]).collect();
+                    ix.backward(p, &part.packed, &part.targets, tape, &per_target)
+                })
+                .collect::<Vec<_>>()
+                .into_iter();
+            let mut g = sums.next().unwrap_or_else(|| vec![0f32; ix.len]);
+            for other in sums {
+                g.iter_mut().zip(&other).for_each(|(a, b)| *a += b);
+            }
             Tensor::<CpuBackend, 1>::from_data(TensorData::new(g, [ix.len]), &Default::default())
                 .into_primitive()
                 .tensor()

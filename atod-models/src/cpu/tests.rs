@@ -65,6 +65,21 @@ fn rows(seed: u64, vocab: u64) -> Vec<(Vec<u32>, Vec<bool>)> {
         .collect()
 }
 
+/// A batch long enough to be computed in row groups (`GROUP_MIN_TOKENS`), with a shared prefix inside each group
+/// and one across the cut.
+fn long_rows(seed: u64, vocab: u64) -> Vec<(Vec<u32>, Vec<bool>)> {
+    let mut rng = SplitMix64::new(seed);
+    let prefix: Vec<u32> = (0..40).map(|_| rng.below(vocab) as u32).collect();
+    (0..9)
+        .map(|r| {
+            let own: Vec<u32> = (0..100 + 17 * r).map(|_| rng.below(vocab) as u32).collect();
+            let ids = if r % 3 == 0 { own } else { [prefix.clone(), own].concat() };
+            let mask = (0..ids.len()).map(|t| t > 30 && rng.below(4) != 0).collect();
+            (ids, mask)
+        })
+        .collect()
+}
+
 fn host<B: HotPathBackend>(stats: &ResponseStats<B>) -> (Vec<f32>, Vec<f32>) {
     (
         stats.logp.clone().into_data().convert::<f32>().to_vec().unwrap(),
@@ -85,7 +100,7 @@ fn fused_statistics_match_the_reference() {
     for (i, &(heads, kv, tied, llama)) in CASES.iter().enumerate() {
         let config = config(heads, kv, tied, llama);
         let model = model::<CpuBackend>(&config, i as u64);
-        let data = rows(i as u64, config.vocab_size as u64);
+        let data = [rows(i as u64, config.vocab_size as u64), long_rows(i as u64, config.vocab_size as u64)].concat();
         let rows: Vec<(&[u32], &[bool])> = data.iter().map(|(a, b)| (&a[..], &b[..])).collect();
         for temperature in [1.0, 0.7] {
             let fused = host(&sequence_stats(&model, &rows, temperature).unwrap());
@@ -121,7 +136,12 @@ fn fused_gradients_match_burns_automatic_gradients() {
     for (i, &(heads, kv, tied, llama)) in CASES.iter().enumerate() {
         let config = config(heads, kv, tied, llama);
         let model = model::<CpuAutodiff>(&config, 10 + i as u64);
-        let data = rows(20 + i as u64, config.vocab_size as u64);
+        // Cases 0 and 2 take a batch long enough for row groups.
+        let data = if i % 2 == 0 {
+            long_rows(20 + i as u64, config.vocab_size as u64)
+        } else {
+            rows(20 + i as u64, config.vocab_size as u64)
+        };
         let rows: Vec<(&[u32], &[bool])> = data.iter().map(|(a, b)| (&a[..], &b[..])).collect();
         let loss = |stats: ResponseStats<CpuAutodiff>| {
             // Different weights per position for log-probs and entropies, so that both backward paths count.
@@ -169,6 +189,21 @@ fn fused_generation_matches_the_reference_token_for_token() {
             }
         }
     }
+}
+
+#[test]
+fn a_long_batch_is_cut_into_row_groups_whose_slots_cover_every_target() {
+    let data = long_rows(1, 61);
+    let rows: Vec<(&[u32], &[bool])> = data.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+    let plan = super::Plan::new(&rows);
+    assert_eq!(plan.parts.len(), 2);
+    let mut slots: Vec<usize> = plan.parts.iter().flat_map(|p| p.slots.clone()).collect();
+    let targets: usize = data.iter().map(|(_, m)| m.iter().skip(1).filter(|&&t| t).count()).sum();
+    assert_eq!(slots.len(), targets);
+    slots.sort_unstable();
+    slots.dedup();
+    assert_eq!(slots.len(), targets, "every target has its own slot");
+    assert_eq!(plan.mask.iter().filter(|&&m| m == 1.0).count(), targets);
 }
 
 #[test]
