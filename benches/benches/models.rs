@@ -2,9 +2,10 @@
 //! positions), batched scoring of responses, and KV-cached generation. `atod bench model` reports the same
 //! kinds of figures as tokens/s, next to the PyTorch reference (`benches/pytorch/bench_model.py`).
 
+use atod_models::generate::{reference_generate, reference_sequence_stats};
 use atod_models::optim::{AdamW, AdamWConfig};
 use atod_models::{
-    generate, score, token_logprobs, CpuAutodiff, CpuBackend, Layout, SamplingParams, TransformerConfig,
+    generate, score, sequence_stats, token_logprobs, CpuAutodiff, CpuBackend, SamplingParams, TransformerConfig,
 };
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
@@ -37,23 +38,28 @@ fn benches(c: &mut Criterion) {
     let config = TransformerConfig::student_s(VOCAB);
     let mut model = config.init::<CpuAutodiff>(&device).unwrap();
     let mut optim = AdamW::<CpuAutodiff>::new(AdamWConfig::default());
-    let layout = Layout::right_padded(&[SEQ; BATCH]);
-    let inputs = Tensor::<CpuAutodiff, 2, Int>::from_data(
-        TensorData::new(ids(BATCH * SEQ, 2).into_iter().map(|t| t as i32).collect::<Vec<_>>(), [BATCH, SEQ]),
-        &device,
-    );
-    let next = Tensor::<CpuAutodiff, 2, Int>::from_data(
-        TensorData::new(ids(BATCH * SEQ, 3).into_iter().map(|t| t as i32).collect::<Vec<_>>(), [BATCH, SEQ]),
-        &device,
-    );
-    group.bench_function("student-s train step 8x128", |b| {
-        b.iter(|| {
-            let loss = token_logprobs(model.forward(inputs.clone(), &layout), next.clone()).logp.mean().neg();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let (updated, _) = optim.step(1e-4, model.clone(), grads);
-            model = updated;
-        })
-    });
+    // Next-token NLL over every position, as SFT computes it: through the fused CPU path (`sequence_stats`) and
+    // through the reference composition of burn ops, in the same run.
+    let data = ids(BATCH * (SEQ + 1), 2);
+    let every = vec![true; SEQ + 1];
+    let rows: Vec<(&[u32], &[bool])> = data.chunks(SEQ + 1).map(|row| (row, &every[..])).collect();
+    for (name, fused) in
+        [("student-s train step 8x128 (fused)", true), ("student-s train step 8x128 (reference)", false)]
+    {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let stats = if fused {
+                    sequence_stats(&model, &rows, 1.0).unwrap()
+                } else {
+                    reference_sequence_stats(&model, &rows, 1.0).unwrap()
+                };
+                let loss = stats.logp.mean().neg();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let (updated, _) = optim.step(1e-4, model.clone(), grads);
+                model = updated;
+            })
+        });
+    }
 
     let inference = model.valid();
     let prompts: Vec<Vec<u32>> = (0..BATCH).map(|i| ids(SEQ - 32, i)).collect();
@@ -63,8 +69,11 @@ fn benches(c: &mut Criterion) {
 
     group.throughput(Throughput::Elements((BATCH * 32) as u64));
     let greedy = SamplingParams::greedy(32);
-    group.bench_function("student-s generate 8 x 32 after 96", |b| {
+    group.bench_function("student-s generate 8 x 32 after 96 (fused)", |b| {
         b.iter(|| black_box(generate(&inference, &prompts, &greedy, &[], &[0; BATCH])))
+    });
+    group.bench_function("student-s generate 8 x 32 after 96 (reference)", |b| {
+        b.iter(|| black_box(reference_generate(&inference, &prompts, &greedy, &[], &[0; BATCH])))
     });
     group.finish();
 }
