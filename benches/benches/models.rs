@@ -41,7 +41,7 @@ fn benches(c: &mut Criterion) {
     // Next-token NLL over every position, as SFT computes it: through the fused CPU path (`sequence_stats`) and
     // through the reference composition of burn ops, in the same run.
     let data = ids(BATCH * (SEQ + 1), 2);
-    let every = vec![true; SEQ + 1];
+    let every = [true; SEQ + 1];
     let rows: Vec<(&[u32], &[bool])> = data.chunks(SEQ + 1).map(|row| (row, &every[..])).collect();
     for (name, fused) in
         [("student-s train step 8x128 (fused)", true), ("student-s train step 8x128 (reference)", false)]
