@@ -300,7 +300,34 @@ struct Layout {
     scale: f32,
 }
 
+/// The rectangle of one block task: query rows `r0..r1` of a segment (`rows` of them) against the `cols` keys
+/// the last of them sees (`off` = keys before the first query), and the offsets of the block's first query row
+/// (`qoff`, in q-shaped tensors, at its head's columns) and first key row (`koff`, k-shaped, its kv head's).
+struct Tile {
+    off: usize,
+    rows: usize,
+    cols: usize,
+    row0: usize,
+    qoff: usize,
+    koff: usize,
+}
+
 impl Layout {
+    /// The [`Tile`] of query head `head`'s block starting at row `r0` of `s`.
+    fn tile(&self, s: &Seg, head: usize, r0: usize) -> Tile {
+        let off = s.k_len - s.q_len;
+        let r1 = (r0 + BLOCK).min(s.q_len);
+        let row0 = s.q_start + r0;
+        Tile {
+            off,
+            rows: r1 - r0,
+            cols: r1 + off,
+            row0,
+            qoff: row0 * self.qs + head * self.d,
+            koff: s.k_start * self.ks + (head / self.group) * self.d,
+        }
+    }
+
     /// Checks the head layout, the input lengths and the segments; panics with a clear message otherwise.
     fn check(op: &str, h: Heads, segs: &[Seg], q_len: usize, k_len: usize, v_len: usize) -> Layout {
         assert!(
@@ -380,7 +407,7 @@ fn key_groups(segs: &[Seg]) -> Vec<Vec<usize>> {
 
 /// A raw pointer to an output slice, shared by the tasks of one call.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 
 // SAFETY: the pointer comes from a `&mut [f32]` borrowed for the whole parallel section, and the tasks that use
 // it write pairwise-disjoint (strided) regions of it, as argued at each use; nothing reads those regions
@@ -391,7 +418,7 @@ unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// The pointer (a method, so closures capture the `Send` wrapper rather than the raw field).
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -482,24 +509,19 @@ impl Forward<'_> {
     /// (in this head's columns) or of `lse` (this head's entries) during the call.
     #[inline(always)]
     unsafe fn block(&self, s: &Seg, head: usize, r0: usize, scratch: &mut Vec<f32>) {
-        let Layout { heads, group, d, qs, ks, scale, .. } = self.lay;
-        let off = s.k_len - s.q_len;
-        let r1 = (r0 + BLOCK).min(s.q_len);
-        let rows = r1 - r0;
-        let cols = r1 + off; // keys visible to the last row of the block
-        let kvh = head / group;
+        let Layout { heads, d, qs, ks, scale, .. } = self.lay;
+        let Tile { off, rows, cols, row0, qoff, koff } = self.lay.tile(s, head, r0);
         if scratch.len() < rows * cols {
             scratch.resize(rows * cols, 0.0);
         }
         let p = &mut scratch[..rows * cols];
 
-        let row0 = s.q_start + r0;
         // SAFETY (pointer arithmetic): the segment lies inside the slices (checked), so these offsets are in
         // bounds, and every view below stays inside its slice.
-        let qv = View::rows(unsafe { self.q.as_ptr().add(row0 * qs + head * d) }, qs);
-        let kv = View::rows(unsafe { self.k.as_ptr().add(s.k_start * ks + kvh * d) }, ks);
-        let vv = View::rows(unsafe { self.v.as_ptr().add(s.k_start * ks + kvh * d) }, ks);
-        let o = unsafe { self.out.get().add(row0 * qs + head * d) };
+        let qv = View::rows(unsafe { self.q.as_ptr().add(qoff) }, qs);
+        let kv = View::rows(unsafe { self.k.as_ptr().add(koff) }, ks);
+        let vv = View::rows(unsafe { self.v.as_ptr().add(koff) }, ks);
+        let o = unsafe { self.out.get().add(qoff) };
 
         // S = scale * Q K^T on the rectangle rows x cols.
         // SAFETY: `p` is a private buffer of rows * cols values; the views are in bounds.
@@ -555,12 +577,8 @@ impl Backward<'_> {
     /// `dq` (this head's columns) or `dk`/`dv` (this head's kv columns) during the call.
     #[inline(always)]
     unsafe fn block(&self, s: &Seg, head: usize, r0: usize, scratch: &mut Vec<f32>) {
-        let Layout { heads, group, d, qs, ks, scale, .. } = self.lay;
-        let off = s.k_len - s.q_len;
-        let r1 = (r0 + BLOCK).min(s.q_len);
-        let rows = r1 - r0;
-        let cols = r1 + off;
-        let kvh = head / group;
+        let Layout { heads, d, qs, ks, scale, .. } = self.lay;
+        let Tile { off, rows, cols, row0, qoff, koff } = self.lay.tile(s, head, r0);
         let n = rows * cols;
         if scratch.len() < 2 * n {
             scratch.resize(2 * n, 0.0);
@@ -568,9 +586,6 @@ impl Backward<'_> {
         let (p, rest) = scratch.split_at_mut(n);
         let ds = &mut rest[..n];
 
-        let row0 = s.q_start + r0;
-        let qoff = row0 * qs + head * d;
-        let koff = s.k_start * ks + kvh * d;
         // SAFETY (pointer arithmetic): the segment lies inside the slices (checked), so these offsets are in
         // bounds, and every view below stays inside its slice.
         let qv = View::rows(unsafe { self.q.as_ptr().add(qoff) }, qs);

@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use super::attention::SendPtr;
+
 /// Columns per parallel task.
 const TASK_COLUMNS: usize = 256;
 
@@ -33,7 +35,7 @@ pub fn matmul_rows(
     }
     let tasks = n.div_ceil(TASK_COLUMNS);
     if parallel && tasks > 1 && m * n * k >= 1 << 17 && rayon::current_num_threads() > 1 {
-        let y = Shared(y.as_mut_ptr());
+        let y = SendPtr(y.as_mut_ptr());
         (0..tasks).into_par_iter().for_each(|t| {
             let (c0, c1) = (t * TASK_COLUMNS, ((t + 1) * TASK_COLUMNS).min(n));
             // SAFETY: tasks write disjoint column ranges of `y`, whose length was checked above.
@@ -42,17 +44,6 @@ pub fn matmul_rows(
     } else {
         // SAFETY: as above, with one task covering every column.
         unsafe { columns(m, n, k, x, w, y.as_mut_ptr(), 0, n) };
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: used only to hand disjoint column ranges of one buffer to parallel tasks.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-impl Shared {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
