@@ -208,6 +208,17 @@ fn check_ids<'a>(ids: impl Iterator<Item = &'a u32>, vocab: usize) -> Result<()>
 /// Picks one token from a row of logits: argmax at temperature 0, else a draw from the temperature-scaled,
 /// top-k- and top-p-truncated distribution. Ties in argmax go to the lowest id.
 pub(crate) fn sample_row(logits: &[f32], params: &SamplingParams, rng: &mut SplitMix64) -> u32 {
+    sample_row_with(logits, params, rng, &mut Vec::new())
+}
+
+/// [`sample_row`] with the caller's buffer for the distribution, so that a decoding loop allocates nothing per
+/// token.
+pub(crate) fn sample_row_with(
+    logits: &[f32],
+    params: &SamplingParams,
+    rng: &mut SplitMix64,
+    probs: &mut Vec<(u32, f64)>,
+) -> u32 {
     if params.temperature == 0.0 {
         let mut best = 0;
         for (i, &x) in logits.iter().enumerate() {
@@ -219,8 +230,8 @@ pub(crate) fn sample_row(logits: &[f32], params: &SamplingParams, rng: &mut Spli
     }
     let t = f64::from(params.temperature);
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut probs: Vec<(u32, f64)> =
-        logits.iter().enumerate().map(|(i, &x)| (i as u32, ((x as f64 - max) / t).exp())).collect();
+    probs.clear();
+    probs.extend(logits.iter().enumerate().map(|(i, &x)| (i as u32, ((x as f64 - max) / t).exp())));
     let truncate = params.top_k > 0 && params.top_k < probs.len() || params.top_p < 1.0;
     if truncate {
         // Descending probability, ties by id, so truncation is deterministic.
@@ -244,7 +255,7 @@ pub(crate) fn sample_row(logits: &[f32], params: &SamplingParams, rng: &mut Spli
     }
     let total: f64 = probs.iter().map(|p| p.1).sum();
     let mut draw = rng.unit() * total;
-    for &(id, p) in &probs {
+    for &(id, p) in probs.iter() {
         draw -= p;
         if draw < 0.0 {
             return id;

@@ -546,6 +546,7 @@ struct StepBuffers {
     positions: Vec<u32>,
     starts: Vec<usize>,
     lens: Vec<usize>,
+    scores: Vec<f32>,
 }
 
 impl<'a> Decoder<'a> {
@@ -683,7 +684,18 @@ impl<'a> Decoder<'a> {
             }
             resize(&mut b.att, m * qw);
             let (keys, values) = (&self.keys[li], &self.values[li]);
-            decode_attention(ix.heads, &b.qkv, width, keys, values, &b.starts, &b.lens, &mut b.att, self.parallel);
+            decode_attention(
+                ix.heads,
+                &b.qkv,
+                width,
+                keys,
+                values,
+                &b.starts,
+                &b.lens,
+                &mut b.att,
+                self.parallel,
+                &mut b.scores,
+            );
             matmul_rows(m, d, qw, &b.att, &p[l.o.w.clone()], &mut b.x, true, self.parallel);
             if let Some(bias) = &l.o.b {
                 add_bias(&mut b.x, &p[bias.clone()]);

@@ -403,6 +403,7 @@ pub fn decode_attention(
     lens: &[usize],
     out: &mut [f32],
     parallel: bool,
+    scores: &mut Vec<f32>,
 ) {
     let (hd, qw, kvw) = (h.head_dim, h.heads * h.head_dim, h.kv_heads * h.head_dim);
     let group = h.heads / h.kv_heads;
@@ -429,8 +430,7 @@ pub fn decode_attention(
     if parallel && lens.len() > 1 && work >= PARALLEL_FLOPS {
         out.par_chunks_mut(qw).enumerate().for_each_init(Vec::new, |scores, (j, out)| body(j, out, scores));
     } else {
-        let mut scores = Vec::new();
-        out.chunks_mut(qw).enumerate().for_each(|(j, out)| body(j, out, &mut scores));
+        out.chunks_mut(qw).enumerate().for_each(|(j, out)| body(j, out, scores));
     }
 }
 

@@ -36,7 +36,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 
 use crate::backend::CpuBackend;
-use crate::generate::{sample_row, Generation, ResponseStats, SamplingParams};
+use crate::generate::{sample_row_with, Generation, ResponseStats, SamplingParams};
 use crate::model::Transformer;
 use attention::Heads;
 use engine::{Decoder, LayerIx, Lin, ModelIx, Packed, Tape, Targets};
@@ -350,7 +350,12 @@ fn decode_rows(
     parallel: bool,
 ) -> Vec<Generation> {
     let vocab = ix.vocab;
-    let mut out = vec![Generation::default(); prompts.len()];
+    let reserved = || Generation {
+        ids: Vec::with_capacity(params.max_new_tokens),
+        logprobs: Vec::with_capacity(params.max_new_tokens),
+        stopped: false,
+    };
+    let mut out: Vec<Generation> = prompts.iter().map(|_| reserved()).collect();
     let mut rngs: Vec<SplitMix64> = seeds.iter().map(|&s| SplitMix64::new(s)).collect();
     let temperature = params.logprob_temperature();
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -361,12 +366,13 @@ fn decode_rows(
     let mut still: Vec<usize> = Vec::with_capacity(live.len());
     let mut next: Vec<u32> = Vec::with_capacity(live.len());
     let (mut scaled, mut scratch) = (vec![0f32; vocab], Vec::with_capacity(vocab));
+    let mut probs = Vec::with_capacity(vocab);
     for step in 0..params.max_new_tokens {
         next.clear();
         still.clear();
         for (j, &row) in live.iter().enumerate() {
             let logits = &decoder.logits[j * vocab..(j + 1) * vocab];
-            let chosen = sample_row(logits, params, &mut rngs[row]);
+            let chosen = sample_row_with(logits, params, &mut rngs[row], &mut probs);
             scaled.iter_mut().zip(logits).for_each(|(s, x)| *s = x / temperature);
             let lse = kernels::log_sum_exp(&scaled, &mut scratch);
             out[row].ids.push(chosen);
