@@ -312,10 +312,11 @@ impl Backward<CpuBackend, 1> for ModelBackward {
     }
 }
 
-/// `generate` on flex: the rows split into one contiguous group per thread, each group decoded on its own
-/// thread without further synchronisation (packed prefill, then one step per token for the rows still going,
-/// with the KV cache allocated once). A row's tokens and log-probs do not depend on its group: every operation
-/// is row by row. Sampling is `generate`'s own, from each row's stream.
+/// `generate` on flex: the rows split into [`GROUPS`] contiguous groups, each decoded on its own thread without
+/// further synchronisation (packed prefill, then one step per token for the rows still going, with the KV cache
+/// allocated once). The grouping is fixed, so the result does not depend on the number of threads; a row's
+/// result depends on the rest of its batch only through float rounding (the products' blocking). Sampling is
+/// `generate`'s own, from each row's stream.
 pub(crate) fn generate_flex(
     model: &Transformer<CpuBackend>,
     prompts: &[Vec<u32>],
@@ -326,7 +327,8 @@ pub(crate) fn generate_flex(
     use rayon::prelude::*;
     let (ix, flat) = host_params(model);
     let p = values(&flat);
-    let groups = rayon::current_num_threads().clamp(1, prompts.len().max(1));
+    // Fixed rather than the thread count (as the row groups of a forward), so that no bit depends on the cores.
+    let groups = GROUPS.clamp(1, prompts.len().max(1));
     let size = prompts.len().div_ceil(groups).max(1);
     if groups == 1 {
         return decode_rows(&ix, p, prompts, params, stop, seeds, true);

@@ -2,7 +2,7 @@
 //! gradient within 1e-4 relative, generation token for token; on ragged rows, gapped target masks, a temperature
 //! other than 1, grouped-query and plain heads, tied and untied heads, with and without q/k/v biases.
 
-use burn::module::{Module, Param};
+use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
@@ -227,4 +227,46 @@ fn rows_with_a_common_prefix_pack_it_once_and_index_every_token() {
     }
     let apart = Packed::rows(&[&lone, &short]);
     assert!(apart.keys.is_none(), "nothing shared, no virtual key array");
+}
+
+#[test]
+fn generation_and_training_have_the_same_bits_on_any_number_of_threads() {
+    // Generation splits rows into groups and shares prefixes within a group, a long batch trains in row groups:
+    // none of it may depend on the machine's core count.
+    let config = config(4, 2, true, false);
+    let trained = model::<CpuAutodiff>(&config, 77);
+    let model = trained.valid();
+    let mut rng = SplitMix64::new(5);
+    let shared: Vec<u32> = (0..24).map(|_| rng.below(61) as u32).collect();
+    let prompts: Vec<Vec<u32>> = (0..6)
+        .map(|r| {
+            let own: Vec<u32> = (0..3 + 5 * r).map(|_| rng.below(61) as u32).collect();
+            if r % 2 == 0 {
+                [shared.clone(), own].concat()
+            } else {
+                own
+            }
+        })
+        .collect();
+    let seeds: Vec<u64> = (0..6).collect();
+    let params = SamplingParams { temperature: 0.8, max_new_tokens: 10, ..SamplingParams::default() };
+    let data = long_rows(3, 61);
+    let rows: Vec<(&[u32], &[bool])> = data.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let generated = generate(&model, &prompts, &params, &[4], &seeds).unwrap();
+            let loss = sequence_stats(&trained, &rows, 1.0).unwrap().logp.sum();
+            let grads = GradientsParams::from_grads(loss.backward(), &trained);
+            let mut flat = Vec::new();
+            let mut collect = Collect { grads: &grads, out: &mut flat };
+            trained.visit(&mut collect);
+            (generated, flat)
+        })
+    };
+    let one = run(1);
+    assert!(one.1.iter().all(|(_, g)| !g.is_empty()), "every parameter has a gradient");
+    for threads in [2, 3] {
+        assert_eq!(run(threads), one, "{threads} threads against one");
+    }
 }
