@@ -270,3 +270,32 @@ fn generation_and_training_have_the_same_bits_on_any_number_of_threads() {
         assert_eq!(run(threads), one, "{threads} threads against one");
     }
 }
+
+#[test]
+fn batches_without_targets_and_one_token_rows_work_forward_and_backward() {
+    let config = config(4, 2, true, false);
+    let model = model::<CpuAutodiff>(&config, 3);
+    let one: &[u32] = &[5];
+    let two: &[u32] = &[5, 6];
+    let cases: Vec<Vec<(&[u32], &[bool])>> = vec![
+        vec![],
+        vec![(one, &[true])],
+        vec![(two, &[false, false]), (one, &[false])],
+        vec![(two, &[false, true]), (one, &[true])],
+    ];
+    for (i, rows) in cases.iter().enumerate() {
+        let fused = sequence_stats(&model, rows, 1.0).unwrap();
+        let [n, span] = fused.logp.dims();
+        assert_eq!((n, span), (rows.len(), 1), "case {i}");
+        let targets: f32 = fused.mask.clone().sum().into_scalar();
+        let expected = rows.iter().map(|(_, m)| m.iter().skip(1).filter(|&&t| t).count()).sum::<usize>();
+        assert_eq!(targets as usize, expected, "case {i}");
+        let grads = gradients(&model, fused.logp.clone().sum() + fused.entropy.clone().sum());
+        let total: f32 = grads.iter().flat_map(|(_, g)| g.iter()).map(|g| g.abs()).sum();
+        assert_eq!(total > 0.0, expected > 0, "case {i}: a gradient exactly where there are targets");
+        if !rows.is_empty() {
+            let (a, b) = (host(&fused), host(&reference_sequence_stats(&model, rows, 1.0).unwrap()));
+            assert!(max_diff(&a.0, &b.0) < 1e-5 && max_diff(&a.1, &b.1) < 1e-5, "case {i}");
+        }
+    }
+}
