@@ -63,3 +63,39 @@ mod tests {
         assert!(err.contains("unknown field `histroy`") && err.contains("line 2"), "{err}");
     }
 }
+
+/// Checks one numeric key of an environment's config against its bounds, at load time, so that an absurd value
+/// (a hundred million products, a NaN reward) is an error naming the key rather than an abort or a `null` in a
+/// report. The message reads `webshop config: n_products is 100000000, but must be from 300 to 1200000`.
+///
+/// # Errors
+///
+/// The message above when `value` lies outside `min..=max` or is not a number.
+pub fn check_bounds<T>(env: &str, key: &str, value: T, min: T, max: T) -> Result<(), String>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    // Written so that NaN, which compares false with everything, fails too.
+    if value >= min && value <= max {
+        Ok(())
+    } else {
+        Err(format!("{env} config: {key} is {value}, but must be from {min} to {max}"))
+    }
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::check_bounds;
+
+    #[test]
+    fn values_outside_their_bounds_and_nan_are_errors_that_name_the_key() {
+        assert_eq!(check_bounds("webshop", "n_products", 1000usize, 300, 1_200_000), Ok(()));
+        assert_eq!(
+            check_bounds("webshop", "n_products", 100_000_000usize, 300, 1_200_000).unwrap_err(),
+            "webshop config: n_products is 100000000, but must be from 300 to 1200000"
+        );
+        assert!(check_bounds("webshop", "success_reward", f64::NAN, -1e6, 1e6).unwrap_err().contains("is NaN"));
+        assert!(check_bounds("webshop", "invalid_reward", f64::INFINITY, -1e6, 1e6).is_err());
+        assert_eq!(check_bounds("counter", "max_steps", 1u32, 1, 1000), Ok(()));
+    }
+}

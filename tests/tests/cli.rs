@@ -398,3 +398,42 @@ fn a_closed_stdout_ends_the_process_quietly() {
         assert_eq!(out.status.signal(), Some(SIGPIPE), "{:?}", out.status);
     }
 }
+
+#[test]
+fn zero_episodes_is_an_error_not_an_empty_success_rate() {
+    for command in [
+        vec!["eval", "--env", "counter", "--policy", "expert", "--split", "test", "--episodes", "0"],
+        vec!["collect", "--env", "counter", "--episodes", "0", "--out", "/tmp/atod-never-written.jsonl"],
+    ] {
+        let out = atod(&command, &[]);
+        assert_eq!(out.code, Some(2), "{command:?}: {}", out.stdout);
+        assert!(out.stderr.contains("invalid value '0' for '--episodes"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn an_environment_config_out_of_bounds_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webshop.toml");
+    std::fs::write(&config, "n_products = 100000000\n").unwrap();
+    let started = std::time::Instant::now();
+    let out = atod(
+        &[
+            "eval",
+            "--env",
+            "webshop",
+            "--policy",
+            "random",
+            "--split",
+            "test",
+            "--episodes",
+            "1",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("n_products is 100000000, but must be from 300 to 1200000"), "{}", out.stderr);
+    assert!(started.elapsed().as_secs_f64() < 5.0);
+}

@@ -28,8 +28,8 @@ pub struct Args {
     /// The split to play.
     #[arg(long, default_value = "train")]
     pub split: String,
-    /// The number of episodes (tasks 0, 1, ... cycling over the split).
-    #[arg(long)]
+    /// The number of episodes (tasks 0, 1, ... cycling over the split; at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub episodes: u64,
     /// Where to write the JSONL (atomically).
     #[arg(long, value_name = "FILE.jsonl")]

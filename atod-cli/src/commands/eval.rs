@@ -35,8 +35,8 @@ pub struct Args {
     /// The split to evaluate on.
     #[arg(long)]
     pub split: String,
-    /// The number of episodes.
-    #[arg(long)]
+    /// The number of episodes (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub episodes: u64,
     /// The base seed of the episodes and of the policy's sampling.
     #[arg(long, default_value_t = 0)]

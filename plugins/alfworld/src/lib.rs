@@ -102,9 +102,11 @@ impl AlfworldConfig {
         let mut merged = toml::Table::try_from(&base).map_err(|e| format!("alfworld config: {e}"))?;
         merged.extend(table);
         let config: Self = merged.try_into().map_err(|e| format!("alfworld config: {e}"))?;
-        if config.max_steps == 0 || config.max_instances_per_type == 0 {
-            return Err("alfworld config: max_steps and max_instances_per_type must be at least 1".into());
-        }
+        use atod_core::config::check_bounds;
+        check_bounds("alfworld", "max_steps", config.max_steps, 1, 1000)?;
+        // ALFRED's scenes hold at most 10 receptacles of a type, and a room draws fewer than 60 distractors.
+        check_bounds("alfworld", "max_instances_per_type", config.max_instances_per_type, 1, 10)?;
+        check_bounds("alfworld", "max_distractors", config.max_distractors, 0, 60)?;
         if config.task_types.is_empty() {
             return Err("alfworld config: task_types must name at least one task type (1 to 6)".into());
         }

@@ -489,6 +489,12 @@ fn config_presets_and_errors() {
     assert!(err.contains("expected \"default\" or \"mini\""), "{err}");
     assert!(AlfworldEnv::create("max_steps = 0").is_err());
     assert!(AlfworldEnv::create("max_steps = -1").is_err());
+    assert_eq!(
+        AlfworldEnv::create("max_distractors = 61").unwrap_err(),
+        "alfworld config: max_distractors is 61, but must be from 0 to 60"
+    );
+    assert!(AlfworldEnv::create("max_instances_per_type = 11").unwrap_err().contains("from 1 to 10"));
+    assert!(AlfworldEnv::create("max_steps = 100000").unwrap_err().contains("max_steps is 100000"));
 }
 
 #[test]

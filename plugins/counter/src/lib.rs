@@ -52,9 +52,8 @@ impl PluginEnvironment for CounterEnv {
 
     fn create(config_toml: &str) -> Result<Self, String> {
         let config: CounterConfig = toml::from_str(config_toml).map_err(|e| format!("counter config: {e}"))?;
-        if config.max_target == 0 || config.max_steps == 0 {
-            return Err("counter config: max_target and max_steps must be at least 1".into());
-        }
+        atod_core::config::check_bounds("counter", "max_target", config.max_target, 1, 1_000_000)?;
+        atod_core::config::check_bounds("counter", "max_steps", config.max_steps, 1, 1000)?;
         Ok(Self { config, episode: None })
     }
 }

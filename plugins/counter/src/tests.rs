@@ -74,7 +74,11 @@ fn invalid_responses_are_penalised_and_change_nothing() {
 fn config_errors_name_the_key() {
     let err = CounterEnv::create("max_targe = 3").unwrap_err();
     assert!(err.contains("unknown field `max_targe`"), "{err}");
-    assert!(CounterEnv::create("max_target = 0").is_err());
+    assert_eq!(
+        CounterEnv::create("max_target = 0").unwrap_err(),
+        "counter config: max_target is 0, but must be from 1 to 1000000"
+    );
+    assert!(CounterEnv::create("max_steps = 5000").unwrap_err().contains("max_steps is 5000"));
     assert_eq!(toml::from_str::<CounterConfig>(&CounterEnv::default_config()).unwrap(), CounterConfig::default());
 }
 

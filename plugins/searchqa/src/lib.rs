@@ -118,24 +118,12 @@ impl PluginEnvironment for SearchQaEnv {
 
     fn create(config_toml: &str) -> Result<Self, String> {
         let config: SearchQaConfig = toml::from_str(config_toml).map_err(|e| format!("searchqa config: {e}"))?;
-        if config.max_turns == 0 {
-            return Err("searchqa config: max_turns must be at least 1 (Search-R1 uses 4)".into());
-        }
-        if !(1..=10).contains(&config.top_k) {
-            return Err(format!(
-                "searchqa config: top_k must be from 1 to 10 (Search-R1 uses 3), got {}",
-                config.top_k
-            ));
-        }
-        if !(config.bm25_k1 >= 0.0 && config.bm25_k1.is_finite()) {
-            return Err(format!(
-                "searchqa config: bm25_k1 must be a finite number >= 0 (default 0.9), got {}",
-                config.bm25_k1
-            ));
-        }
-        if !(0.0..=1.0).contains(&config.bm25_b) {
-            return Err(format!("searchqa config: bm25_b must be from 0 to 1 (default 0.4), got {}", config.bm25_b));
-        }
+        use atod_core::config::check_bounds;
+        // Search-R1 uses 4 turns, top 3 passages, k1 0.9 and b 0.4.
+        check_bounds("searchqa", "max_turns", config.max_turns, 1, 100)?;
+        check_bounds("searchqa", "top_k", config.top_k, 1, 10)?;
+        check_bounds("searchqa", "bm25_k1", config.bm25_k1, 0.0, 100.0)?;
+        check_bounds("searchqa", "bm25_b", config.bm25_b, 0.0, 1.0)?;
         Ok(Self { config, world: world(), episode: None })
     }
 }

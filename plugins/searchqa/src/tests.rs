@@ -312,8 +312,12 @@ fn tasks_are_deterministic_and_checked() {
 fn config_errors_name_the_key() {
     let err = SearchQaEnv::create("max_turn = 3").unwrap_err();
     assert!(err.contains("unknown field `max_turn`"), "{err}");
-    assert!(SearchQaEnv::create("max_turns = 0").unwrap_err().contains("max_turns must be at least 1"));
-    assert!(SearchQaEnv::create("top_k = 0").unwrap_err().contains("top_k must be from 1 to 10"));
+    assert_eq!(
+        SearchQaEnv::create("max_turns = 0").unwrap_err(),
+        "searchqa config: max_turns is 0, but must be from 1 to 100"
+    );
+    assert!(SearchQaEnv::create("top_k = 0").unwrap_err().contains("top_k is 0, but must be from 1 to 10"));
+    assert!(SearchQaEnv::create("bm25_k1 = nan").unwrap_err().contains("bm25_k1 is NaN"));
     assert!(SearchQaEnv::create("bm25_b = 2.0").is_err());
     assert_eq!(toml::from_str::<SearchQaConfig>(&SearchQaEnv::default_config()).unwrap(), SearchQaConfig::default());
     expect![[r#"

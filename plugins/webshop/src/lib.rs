@@ -83,6 +83,19 @@ impl Default for WebShopConfig {
     }
 }
 
+impl WebShopConfig {
+    /// Every numeric key against its bounds (`atod_core::config::check_bounds`): at most WebShop's full
+    /// catalogue of 1.18 million products, finite rewards.
+    pub fn check(&self) -> Result<(), String> {
+        use atod_core::config::check_bounds;
+        check_bounds("webshop", "n_products", self.n_products, 300, 1_200_000)?;
+        check_bounds("webshop", "max_steps", self.max_steps, 1, 1000)?;
+        check_bounds("webshop", "top_k", self.top_k, 1, 1000)?;
+        check_bounds("webshop", "success_reward", self.success_reward, -1e6, 1e6)?;
+        check_bounds("webshop", "invalid_reward", self.invalid_reward, -1e6, 1e6)
+    }
+}
+
 /// Goals `0..500` are `test`, `500..1500` are `eval`, the rest `train` (WebShop's split of its goals).
 pub const TEST_GOALS: usize = 500;
 /// The number of `eval` goals.
@@ -198,12 +211,7 @@ impl PluginEnvironment for WebShopEnv {
 
     fn create(config_toml: &str) -> Result<Self, String> {
         let config: WebShopConfig = toml::from_str(config_toml).map_err(|e| format!("webshop config: {e}"))?;
-        if config.n_products < 300 {
-            return Err(format!("webshop config: n_products is {}, but must be at least 300", config.n_products));
-        }
-        if config.max_steps == 0 || config.top_k == 0 {
-            return Err("webshop config: max_steps and top_k must be at least 1".into());
-        }
+        config.check()?;
         let catalogue = shared_catalogue(config.catalogue_seed, config.n_products, config.goal_shuffle_seed);
         if catalogue.goals.len() <= TEST_GOALS + EVAL_GOALS {
             return Err(format!(

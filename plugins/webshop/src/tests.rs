@@ -379,7 +379,14 @@ fn splits_config_and_determinism() {
     assert_eq!(task("test", 5, 1), task("test", 5, 2));
     let err = WebShopEnv::create("max_step = 3").unwrap_err();
     assert!(err.contains("unknown field `max_step`"), "{err}");
-    assert!(WebShopEnv::create("n_products = 10").unwrap_err().contains("at least 300"));
+    assert!(WebShopEnv::create("n_products = 10").unwrap_err().contains("n_products is 10, but must be from 300"));
+    // Refused at load, before any catalogue is built (it used to abort on a 29.6 GB allocation).
+    let started = std::time::Instant::now();
+    let err = WebShopEnv::create("n_products = 100000000").unwrap_err();
+    assert_eq!(err, "webshop config: n_products is 100000000, but must be from 300 to 1200000");
+    assert!(started.elapsed().as_secs_f64() < 1.0);
+    assert!(WebShopEnv::create("success_reward = nan").unwrap_err().contains("success_reward is NaN"));
+    assert!(WebShopEnv::create("invalid_reward = inf").unwrap_err().contains("invalid_reward is inf"));
     let default: WebShopConfig = toml::from_str(&WebShopEnv::default_config()).unwrap();
     assert_eq!(default, WebShopConfig::default());
     let mut env = WebShopEnv::create("").unwrap();
