@@ -222,3 +222,30 @@ mod tests {
         }
     }
 }
+
+/// The most characters of a response an environment repeats back in its feedback.
+pub const ECHO_LIMIT: usize = 80;
+
+/// `text` as an environment's feedback may quote it: at most [`ECHO_LIMIT`] characters, cut with "…" when
+/// longer, so that a 100 KB action does not come back as a 100 KB observation.
+pub fn clip_echo(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(ECHO_LIMIT) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..cut])),
+    }
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::{clip_echo, ECHO_LIMIT};
+
+    #[test]
+    fn long_echoes_are_cut_on_a_character_boundary() {
+        assert_eq!(clip_echo("click[buy now]"), "click[buy now]");
+        let long = "é".repeat(100_000);
+        let clipped = clip_echo(&long);
+        assert_eq!(clipped.chars().count(), ECHO_LIMIT + 1);
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip_echo(&"a".repeat(ECHO_LIMIT)).len(), ECHO_LIMIT, "exactly the limit is kept whole");
+    }
+}

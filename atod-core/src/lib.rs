@@ -18,7 +18,9 @@ pub mod registry;
 pub mod rng;
 pub mod schedule;
 
-pub use action::{extract_search_or_answer, extract_think_action, ActionFormat, InvalidAction, SearchOrAnswer};
+pub use action::{
+    clip_echo, extract_search_or_answer, extract_think_action, ActionFormat, InvalidAction, SearchOrAnswer,
+};
 pub use config::EnvConfig;
 pub use env::{EnvInfo, Environment, PromptPieces, SplitInfo, StepResult, TaskRef};
 pub use error::{Error, Result};

@@ -36,7 +36,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use atod_core::{
-    extract_think_action, ActionFormat, EnvInfo, Environment, Error, InvalidAction, PromptPieces, SplitInfo, StepResult,
+    clip_echo, extract_think_action, ActionFormat, EnvInfo, Environment, Error, InvalidAction, PromptPieces, SplitInfo,
+    StepResult,
 };
 use atod_envs::PluginEnvironment;
 use serde::{Deserialize, Serialize};
@@ -371,15 +372,17 @@ impl WebShopEnv {
         })?;
         let action = parse(&text).map_err(|err| {
             let what = match err {
-                ParseError::Shape => format!("`{text}` is not of the form search[query] or click[x]"),
-                ParseError::UnknownName(name) => format!("`{name}` is not an action; use search[...] or click[...]"),
+                ParseError::Shape => format!("`{}` is not of the form search[query] or click[x]", clip_echo(&text)),
+                ParseError::UnknownName(name) => {
+                    format!("`{}` is not an action; use search[...] or click[...]", clip_echo(&name))
+                }
                 ParseError::EmptyQuery => "the search query is empty".to_owned(),
             };
             format!("Invalid action: {what}. {offer}")
         })?;
         if let Action::Click(target) = &action {
             if !clickables.iter().any(|c| c == target) {
-                return Err(format!("Invalid action: `{target}` is not clickable on this page. {offer}"));
+                return Err(format!("Invalid action: `{}` is not clickable on this page. {offer}", clip_echo(target)));
             }
         }
         Ok((text, action))

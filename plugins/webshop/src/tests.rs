@@ -348,6 +348,11 @@ fn invalid_actions_are_penalised_and_change_nothing() {
         let view = env.view(env.episode.as_ref().unwrap());
         assert_eq!(view.render(env.episode.as_ref().unwrap().page), start);
     }
+    // An echoed argument is cut: a 100 KB click does not come back as a 100 KB observation.
+    let huge = format!("click[{}]", "x".repeat(100_000));
+    let r = env.step(&think(&huge)).unwrap();
+    assert!(r.observation.len() < 400, "{} bytes", r.observation.len());
+    assert!(r.observation.starts_with(&format!("Invalid action: `{}…` is not clickable", "x".repeat(80))));
 }
 
 #[test]
