@@ -65,7 +65,9 @@ impl View<'_> {
                 if page > 0 {
                     parts.push("< Prev".into());
                 }
-                parts.push("Next >".into());
+                if self.has_next(page) {
+                    parts.push("Next >".into());
+                }
                 for &id in self.page_results(page) {
                     let product = &self.catalogue.products[id];
                     parts.extend([product.asin.clone(), product.title.clone(), product.price_tag.text()]);
@@ -108,7 +110,9 @@ impl View<'_> {
                 if page > 0 {
                     out.push("< prev".into());
                 }
-                out.push("next >".into());
+                if self.has_next(page) {
+                    out.push("next >".into());
+                }
                 out.extend(self.page_results(page).iter().map(|&id| self.catalogue.products[id].asin.to_lowercase()));
                 out
             }
@@ -125,6 +129,13 @@ impl View<'_> {
     }
 
     /// The products on results page `page` (empty past the last page).
+    /// Whether results page `page` (from 0) shows "Next >": only when results remain after it, as WebShop's
+    /// results_page.html has it (`{% if (page * 10) < total %}`, its pages counted from 1).
+    pub fn has_next(&self, page: usize) -> bool {
+        (page + 1).saturating_mul(RESULTS_PER_PAGE) < self.results.len()
+    }
+
+    /// The results shown on page `page` (from 0).
     pub fn page_results(&self, page: usize) -> &[usize] {
         let start = page.saturating_mul(RESULTS_PER_PAGE).min(self.results.len());
         let end = (start + RESULTS_PER_PAGE).min(self.results.len());
