@@ -1213,87 +1213,35 @@ mod tests {
         assert!(fast_exp(f32::NAN).is_nan());
     }
 
+    /// The message of the panic `f` raises (a test of a checked precondition asserts it).
+    fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
+        let payload = std::panic::catch_unwind(f).expect_err("the call panics");
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default()
+    }
+
     #[test]
-    #[should_panic(expected = "share query rows")]
-    fn overlapping_queries_panic() {
+    fn inconsistent_inputs_panic_with_a_message_that_says_what_is_wrong() {
         let h = hd(2, 1, 4);
-        let segs = vec![
+        let overlapping = vec![
             Seg { q_start: 0, q_len: 3, k_start: 0, k_len: 3 },
             Seg { q_start: 2, q_len: 2, k_start: 3, k_len: 2 },
         ];
-        let case = Case::new(h, segs, 4, 5, 1);
-        case.run();
-    }
+        let case = Case::new(h, overlapping, 4, 5, 1);
+        assert!(panic_message(|| drop(case.run())).contains("share query rows"));
 
-    #[test]
-    #[should_panic(expected = "out has 8 values")]
-    fn wrong_out_length_panics() {
-        let h = hd(2, 1, 4);
         let (segs, n) = packed(&[2]);
         let case = Case::new(h, segs, n, n, 1);
-        let mut out = vec![0.0; 8];
-        let mut lse = vec![0.0; 4];
-        forward(h, &case.segs, &case.q, &case.k, &case.v, &mut out, &mut lse);
-    }
-
-    #[test]
-    #[should_panic(expected = "k_len < q_len")]
-    fn short_keys_panic() {
-        let h = hd(2, 1, 4);
-        let case = Case::new(h, vec![Seg { q_start: 0, q_len: 3, k_start: 0, k_len: 2 }], 3, 3, 1);
-        case.run();
-    }
-
-    /// `cargo test --release -- --ignored --nocapture timing`
-    #[test]
-    #[ignore]
-    fn timing() {
-        let mut rng = Rng(9);
-        let mixed: Vec<usize> = (0..16).map(|_| rng.range(20, 501)).collect();
-        let runs: Vec<(&str, Heads, Vec<usize>)> = vec![
-            ("16x256", hd(4, 2, 32), vec![256; 16]),
-            ("16x256", hd(8, 4, 32), vec![256; 16]),
-            ("16x256", hd(4, 2, 16), vec![256; 16]),
-            ("16 mixed 20..500", hd(4, 2, 32), mixed),
-        ];
-        for (name, h, lens) in runs {
-            let (segs, n) = packed(&lens);
-            let case = Case::new(h, segs, n, n, 3);
-            for threads in [rayon::current_num_threads(), 1] {
-                let (f, b) = pool(threads).install(|| time_case(&case, 20));
-                println!(
-                    "{name:>16} heads {}/{}/{} tokens {n}, {threads} threads: forward {f:.2} ms, backward {b:.2} ms",
-                    h.heads, h.kv_heads, h.head_dim
-                );
-            }
-        }
-    }
-
-    /// Median forward and backward milliseconds over `iters` runs (after a warm-up).
-    fn time_case(case: &Case, iters: usize) -> (f64, f64) {
-        let h = case.h;
-        let mut out = vec![0.0; case.q.len()];
-        let mut lse = vec![0.0; case.nq * h.heads];
-        let mut dq = vec![0.0; case.q.len()];
-        let mut dk = vec![0.0; case.k.len()];
-        let mut dv = vec![0.0; case.k.len()];
-        let (mut tf, mut tb) = (Vec::new(), Vec::new());
-        for it in 0..iters + 2 {
-            let t = std::time::Instant::now();
+        let message = panic_message(|| {
+            let (mut out, mut lse) = (vec![0.0; 8], vec![0.0; 4]);
             forward(h, &case.segs, &case.q, &case.k, &case.v, &mut out, &mut lse);
-            let f = t.elapsed().as_secs_f64() * 1e3;
-            dk.fill(0.0);
-            dv.fill(0.0);
-            let t = std::time::Instant::now();
-            backward(h, &case.segs, &case.q, &case.k, &case.v, &out, &lse, &case.dout, &mut dq, &mut dk, &mut dv);
-            let b = t.elapsed().as_secs_f64() * 1e3;
-            if it >= 2 {
-                tf.push(f);
-                tb.push(b);
-            }
-        }
-        tf.sort_by(f64::total_cmp);
-        tb.sort_by(f64::total_cmp);
-        (tf[iters / 2], tb[iters / 2])
+        });
+        assert!(message.contains("out has 8 values"), "{message}");
+
+        let case = Case::new(h, vec![Seg { q_start: 0, q_len: 3, k_start: 0, k_len: 2 }], 3, 3, 1);
+        assert!(panic_message(|| drop(case.run())).contains("k_len < q_len"));
     }
 }
