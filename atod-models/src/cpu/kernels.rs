@@ -32,6 +32,23 @@ pub fn matmul(
     c: &mut [f32],
     accumulate: bool,
 ) {
+    matmul_on(m, n, k, a, a_t, b, b_t, c, accumulate, true);
+}
+
+/// [`matmul`], its tiles spread over rayon's threads only with `parallel` (and enough work).
+#[allow(clippy::too_many_arguments)]
+fn matmul_on(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_t: bool,
+    b: &[f32],
+    b_t: bool,
+    c: &mut [f32],
+    accumulate: bool,
+    parallel: bool,
+) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "matmul: slices too short for {m}x{k}x{n}");
     if m == 0 || n == 0 {
         return;
@@ -45,8 +62,11 @@ pub fn matmul(
     let (a_cs, a_rs) = if a_t { (m as isize, 1) } else { (1, k as isize) };
     let (b_cs, b_rs) = if b_t { (k as isize, 1) } else { (1, n as isize) };
     let threads = rayon::current_num_threads();
-    let parallelism =
-        if threads > 1 && m * n * k >= PARALLEL_FLOPS { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let parallelism = if parallel && threads > 1 && m * n * k >= PARALLEL_FLOPS {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
     // SAFETY: the asserts above keep every index of the three strided views inside its slice, and `c` is
     // borrowed mutably, so it aliases neither input.
     unsafe {
@@ -87,40 +107,12 @@ pub fn matmul_weight_grad(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c:
     let partial = |part: usize| {
         let (k0, k1) = (part * size, ((part + 1) * size).min(k));
         let mut out = vec![0f32; m * n];
-        matmul_serial(m, n, k1 - k0, &a[k0 * m..k1 * m], &b[k0 * n..k1 * n], &mut out);
+        matmul_on(m, n, k1 - k0, &a[k0 * m..k1 * m], true, &b[k0 * n..k1 * n], false, &mut out, false, false);
         out
     };
     let (first, second) = rayon::join(|| partial(0), || partial(1));
     for part in [first, second] {
         c[..m * n].iter_mut().zip(&part).for_each(|(c, p)| *c += p);
-    }
-}
-
-/// `c[m, n] = aᵀ · b` on the calling thread (`a` `[k, m]`, `b` `[k, n]`).
-fn matmul_serial(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    // SAFETY: `a` holds k * m floats, `b` k * n and `c` m * n (the callers' ranges), and `c` aliases neither.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            m as isize,
-            1,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
     }
 }
 
