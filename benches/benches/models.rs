@@ -1,6 +1,7 @@
 //! The model on the CPU backend: the hot path alone, a training step (forward, backward and AdamW over all
 //! positions), batched scoring of responses, and KV-cached generation. `atod bench model` reports the same
 //! kinds of figures as tokens/s, next to the PyTorch reference (`benches/pytorch/bench_model.py`).
+//! The group `fixed` compares the reproducible mode's fixed-order matrix product with `gemm`.
 
 use atod_models::generate::{reference_generate, reference_sequence_stats};
 use atod_models::optim::{AdamW, AdamWConfig};
@@ -78,5 +79,48 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(models, benches);
+/// The fixed-order matrix product of the reproducible mode (`cpu::fixed::matmul`) against the `gemm` crate
+/// (`cpu::kernels::matmul`) on the products of a training step, both on rayon's threads, and the attention-sized
+/// product also on the calling thread alone (as attention calls it).
+fn fixed_matmul(c: &mut Criterion) {
+    use atod_models::cpu::{fixed, kernels};
+    let mut group = c.benchmark_group("fixed");
+    group.sample_size(10);
+    // (name, m, n, k, a_t, b_t)
+    let shapes = [
+        ("4096x256x256", 4096, 256, 256, false, false),
+        ("4096x1024x256 b_t", 4096, 1024, 256, false, true),
+        ("256x1024x4096 a_t", 256, 1024, 4096, true, false),
+        ("64x200x32", 64, 200, 32, false, false),
+    ];
+    let values = |len: usize, seed: usize| -> Vec<f32> {
+        (0..len).map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
+    };
+    for (name, m, n, k, a_t, b_t) in shapes {
+        let (a, b) = (values(m * k, 1), values(k * n, 2));
+        let mut out = vec![0f32; m * n];
+        group.throughput(Throughput::Elements((m * n * k) as u64));
+        group.bench_function(format!("gemm {name}"), |bench| {
+            bench.iter(|| kernels::matmul(m, n, k, &a, a_t, &b, b_t, black_box(&mut out), false))
+        });
+        group.bench_function(format!("fixed {name}"), |bench| {
+            bench.iter(|| fixed::matmul(m, n, k, &a, a_t, &b, b_t, black_box(&mut out), false, true))
+        });
+        if a_t && !b_t {
+            // What the training step calls for a weight's gradient without the reproducible mode: gemm on two
+            // halves of the reduction side by side (accumulating into `out`, which does not change the time).
+            group.bench_function(format!("gemm {name} (matmul_weight_grad)"), |bench| {
+                bench.iter(|| kernels::matmul_weight_grad(m, n, k, &a, &b, black_box(&mut out)))
+            });
+        }
+        if m * n * k < 1 << 20 {
+            group.bench_function(format!("fixed {name} (calling thread)"), |bench| {
+                bench.iter(|| fixed::matmul(m, n, k, &a, a_t, &b, b_t, black_box(&mut out), false, false))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(models, benches, fixed_matmul);
 criterion_main!(models);

@@ -245,7 +245,8 @@ fn use_avx2() -> bool {
     if tests::PORTABLE.load(std::sync::atomic::Ordering::SeqCst) {
         return false;
     }
-    std::arch::is_x86_feature_detected!("avx2")
+    // `level()` never exceeds what the CPU has (super::isa); it is lower when forced.
+    super::isa::level() >= super::isa::Level::V3
 }
 
 /// Defines `run_block`, which calls `block` through an AVX2 build of it when the CPU supports AVX2 (on
@@ -462,6 +463,10 @@ unsafe fn matmul(
     rhs: View,
     beta: f32,
 ) {
+    if super::isa::reproducible() {
+        // SAFETY: forwarded from the caller.
+        return unsafe { matmul_fixed(m, n, k, dst, dst_rs, accumulate, lhs, rhs, beta) };
+    }
     // SAFETY: forwarded from the caller; strides fit `isize` because they index allocated slices.
     unsafe {
         gemm(
@@ -485,6 +490,47 @@ unsafe fn matmul(
             false,
             Parallelism::None,
         );
+    }
+}
+
+/// [`matmul`] in the reproducible mode: the views gathered into row-major copies, their product taken by
+/// [`super::fixed::matmul`] (one fused multiply-add chain per element, the same bits at every instruction-set
+/// level), then `dst = beta * product`, or `dst + beta * product` when `accumulate`. The copies cost `O(mk + kn)`
+/// against the product's `O(mnk)`.
+///
+/// # Safety
+///
+/// As [`matmul`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_fixed(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+    beta: f32,
+) {
+    // SAFETY (all reads and writes below): the caller guarantees the views address `m x k`, `k x n` and `m x n`
+    // valid elements and that no other thread touches `dst`.
+    let gather = |v: View, rows: usize, cols: usize| -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows * cols);
+        for r in 0..rows {
+            out.extend((0..cols).map(|c| unsafe { *v.ptr.add(r * v.rs + c * v.cs) }));
+        }
+        out
+    };
+    let a = gather(lhs, m, k);
+    let b = gather(rhs, k, n);
+    let mut product = vec![0f32; m * n];
+    super::fixed::matmul(m, n, k, &a, false, &b, false, &mut product, false, false);
+    for (i, row) in product.chunks_exact(n.max(1)).enumerate().take(m) {
+        for (j, &x) in row.iter().enumerate() {
+            let d = unsafe { &mut *dst.add(i * dst_rs + j) };
+            *d = if accumulate { *d + beta * x } else { beta * x };
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Every kernel is deterministic whatever the number of threads: rows are split among threads, and each output
 //! element is computed by one thread in a fixed order; reductions over rows (the gradients of norm weights and
-//! biases) run sequentially.
+//! biases) run sequentially. In the reproducible mode ([`super::isa`]) the matrix products run through
+//! [`super::fixed`] instead of `gemm`, so that they are also the same on every CPU.
 
 use std::ops::Range;
 
@@ -59,6 +60,9 @@ fn matmul_on(
         }
         return;
     }
+    if super::isa::reproducible() {
+        return super::fixed::matmul(m, n, k, a, a_t, b, b_t, c, accumulate, parallel);
+    }
     let (a_cs, a_rs) = if a_t { (m as isize, 1) } else { (1, k as isize) };
     let (b_cs, b_rs) = if b_t { (k as isize, 1) } else { (1, n as isize) };
     let threads = rayon::current_num_threads();
@@ -100,6 +104,10 @@ fn matmul_on(
 /// count, so neither does the result.
 pub fn matmul_weight_grad(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     const PARTS: usize = 2;
+    if super::isa::reproducible() {
+        // One chain per element over all the tokens; the threads share the output tiles (`fixed`).
+        return super::fixed::matmul(m, n, k, a, true, b, false, c, true, true);
+    }
     if k < 512 || m * n * k < PARALLEL_FLOPS * 4 {
         return matmul(m, n, k, a, true, b, false, c, true);
     }

@@ -18,6 +18,8 @@
 
 pub mod attention;
 pub mod engine;
+pub mod fixed;
+pub mod isa;
 pub mod kernels;
 pub mod small;
 

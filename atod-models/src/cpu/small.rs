@@ -55,11 +55,12 @@ pub fn matmul_rows(
 unsafe fn columns(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], y: *mut f32, c0: usize, c1: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return x86::columns_avx512(m, n, k, x, w, y, c0, c1);
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return x86::columns_avx2(m, n, k, x, w, y, c0, c1);
+        use super::isa::{level, Level};
+        // `level()` never exceeds what the CPU has (super::isa); it is lower when forced.
+        match level() {
+            Level::V4 => return x86::columns_avx512(m, n, k, x, w, y, c0, c1),
+            Level::V3 => return x86::columns_avx2(m, n, k, x, w, y, c0, c1),
+            Level::Portable => {}
         }
     }
     scalar(m, n, k, x, w, y, c0, c1);
