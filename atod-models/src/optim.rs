@@ -143,10 +143,10 @@ impl<B: AutodiffBackend> AdamW<B> {
             .map(|(n, s, d)| safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), d).map(|v| (n.clone(), v)))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::checkpoint(path, e.to_string()))?;
-        let meta = HashMap::from([
-            ("step".to_owned(), self.step.to_string()),
-            ("config".to_owned(), serde_json::to_string(&self.config).expect("config serialises")),
-        ]);
+        // One metadata entry: safetensors writes its metadata map in the order of a `HashMap`, which differs
+        // from process to process, so two entries would make the same state's file differ in its bytes.
+        let state = serde_json::json!({ "step": self.step, "config": self.config });
+        let meta = HashMap::from([(STATE_KEY.to_owned(), state.to_string())]);
         let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint(path, e.to_string()))?;
         crate::checkpoint::write_file_atomic(path, &bytes)
     }
@@ -156,11 +156,20 @@ impl<B: AutodiffBackend> AdamW<B> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
         let meta = metadata.metadata().clone().unwrap_or_default();
-        let step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| Error::checkpoint(path, "no step"))?;
-        let config = meta
-            .get("config")
-            .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| Error::checkpoint(path, "no optimizer config"))?;
+        // Files written before the state became one entry keep `step` and `config` apart.
+        let (step, config) = match meta.get(STATE_KEY) {
+            Some(state) => {
+                let state: serde_json::Value = serde_json::from_str(state)
+                    .map_err(|e| Error::checkpoint(path, format!("bad optimizer state: {e}")))?;
+                (state["step"].as_u64(), serde_json::from_value(state["config"].clone()).ok())
+            }
+            None => (
+                meta.get("step").and_then(|s| s.parse().ok()),
+                meta.get("config").and_then(|s| serde_json::from_str(s).ok()),
+            ),
+        };
+        let step = step.ok_or_else(|| Error::checkpoint(path, "no step"))?;
+        let config = config.ok_or_else(|| Error::checkpoint(path, "no optimizer config"))?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
         let mut halves: HashMap<usize, [Option<Tensor<B::InnerBackend, 1>>; 2]> = HashMap::new();
         for (name, view) in st.tensors() {
@@ -189,6 +198,9 @@ impl<B: AutodiffBackend> AdamW<B> {
     }
 }
 
+/// The metadata key of an optimizer file's step and config.
+const STATE_KEY: &str = "atod_adamw";
+
 struct NormVisitor<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
     sum: f64,
@@ -198,12 +210,14 @@ struct NormVisitor<'a, B: AutodiffBackend> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for NormVisitor<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            self.sum += f64::from(grad.square().sum().into_scalar().elem::<f32>());
+            // On the host in f64 in index order: burn-flex's SIMD sum differs in its low bits from CPU to CPU
+            // (its accumulators are as wide as the CPU's vectors), and the norm decides the clipping factor
+            // every weight is scaled by.
+            let values = grad.into_data().convert::<f32>().to_vec::<f32>().expect("f32 gradients");
+            self.sum += values.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
         }
     }
 }
-
-use burn::tensor::ElementConversion;
 
 struct AdamWMapper<'a, B: AutodiffBackend> {
     opt: &'a mut AdamW<B>,
@@ -329,6 +343,10 @@ mod tests {
         let model = linear([0.3, 0.7]);
         let (model, _) = optim.step(0.05, model.clone(), grads(&model, [1.0, -0.5]));
         optim.save(&path).unwrap();
+        // The same state writes the same bytes (its metadata is one entry, not a map in hash order).
+        let again = dir.path().join("again.safetensors");
+        optim.save(&again).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&again).unwrap());
         let (straight, _) = optim.step(0.05, model.clone(), grads(&model, [0.2, 0.9]));
         let mut loaded = AdamW::<CpuAutodiff>::load(&path, &Default::default()).unwrap();
         assert_eq!(loaded.steps(), 1);
