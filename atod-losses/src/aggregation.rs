@@ -63,7 +63,8 @@ impl Aggregation {
         let [s, t] = loss.dims();
         let loss = mask.clean(loss);
         let n_seqs = mask.n_seqs().max(1) as f64;
-        match self {
+        let value = self.host_value(crate::exact::host_values(loss.clone()), t, mask, norm_len);
+        let graph = match self {
             Aggregation::TokenMean => loss.sum().div_scalar(mask.n_tokens().max(1) as f64),
             Aggregation::SeqMeanTokenMean => {
                 let inv_len: Vec<f32> =
@@ -73,6 +74,34 @@ impl Aggregation {
             }
             Aggregation::SeqMeanTokenSum => loss.sum().div_scalar(n_seqs),
             Aggregation::SeqMeanTokenSumNorm => loss.sum().div_scalar(n_seqs * norm_len.unwrap_or(t).max(1) as f64),
+        };
+        // burn's graph gives the gradient (a sum's is exact in any order); the value is the host's, summed in a
+        // fixed order, so that it is the same on every CPU (crate::exact).
+        crate::exact::with_value(graph, value)
+    }
+
+    /// The value [`Self::aggregate`] returns, from the cleaned loss `[S, T]` on the host: row sums in f64 in
+    /// token order, then the mode's formula over the rows in order.
+    fn host_value<B: Backend>(self, cleaned: Vec<f32>, t: usize, mask: &Mask<B>, norm_len: Option<usize>) -> f64 {
+        let row_sums: Vec<f64> = if t == 0 {
+            vec![0.0; mask.row_tokens.len()]
+        } else {
+            cleaned.chunks(t).map(|row| row.iter().map(|&v| f64::from(v)).sum()).collect()
+        };
+        let total: f64 = row_sums.iter().sum();
+        let n_seqs = mask.n_seqs().max(1) as f64;
+        match self {
+            Aggregation::TokenMean => total / mask.n_tokens().max(1) as f64,
+            Aggregation::SeqMeanTokenMean => {
+                row_sums
+                    .iter()
+                    .zip(&mask.row_tokens)
+                    .map(|(sum, &n)| if n == 0 { 0.0 } else { sum / n as f64 })
+                    .sum::<f64>()
+                    / n_seqs
+            }
+            Aggregation::SeqMeanTokenSum => total / n_seqs,
+            Aggregation::SeqMeanTokenSumNorm => total / (n_seqs * norm_len.unwrap_or(t).max(1) as f64),
         }
     }
 

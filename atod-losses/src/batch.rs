@@ -367,7 +367,7 @@ impl<B: Backend> Mask<B> {
         if n == 0 {
             return 0.0;
         }
-        scalar(self.clean(x).sum()) / n as f64
+        crate::exact::host_sum(self.clean(x)) / n as f64
     }
 }
 

@@ -20,6 +20,7 @@ pub mod aggregation;
 pub mod batch;
 pub mod entropy;
 mod error;
+pub mod exact;
 pub mod gkd;
 pub mod grpo;
 pub mod hybrid;

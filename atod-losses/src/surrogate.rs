@@ -17,7 +17,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::batch::{scalar, Mask};
+use crate::batch::Mask;
 
 /// Clip range of the ratio: `[1 - low, 1 + high]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,8 +63,8 @@ pub fn clipped_surrogate<B: Backend>(
     let clipped = -(ratio.clamp(1.0 - clip.low, 1.0 + clip.high) * adv);
     let n = mask.n_tokens().max(1) as f64;
     let clip_active = clipped.clone().greater(unclipped.clone()).float() * mask.real.clone();
-    let clipfrac = scalar(clip_active.detach().sum()) / n;
-    let approx_kl = -scalar(mask.clean(log_ratio.detach()).sum()) / n;
+    let clipfrac = crate::exact::host_sum(clip_active.detach()) / n;
+    let approx_kl = -crate::exact::host_sum(mask.clean(log_ratio.detach())) / n;
     let per_token = mask.clean(unclipped.max_pair(clipped));
     Surrogate { per_token, clipfrac, approx_kl }
 }

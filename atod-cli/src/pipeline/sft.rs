@@ -122,8 +122,9 @@ where
     let scale = 1.0 / n_tokens.max(1) as f32;
     let result = super::update::sharded_backward(model, rows, shards, |model, shard| {
         let stats = sequence_stats(model, shard, 1.0)?;
-        let loss = stats.logp.sum().neg() * scale;
-        let value: f64 = loss.clone().into_scalar().elem::<f64>();
+        // The value summed on the host in a fixed order, the same on every CPU (atod_models::exact).
+        let value = -atod_losses::exact::host_sum(stats.logp.clone()) * f64::from(scale);
+        let loss = atod_losses::exact::with_value(stats.logp.sum().neg() * scale, value);
         Ok(Some((loss, value)))
     })?;
     let (grads, values) = result.expect("an SFT shard always returns its loss");
@@ -313,8 +314,6 @@ where
     std::fs::write(out.join("eval.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
     Ok(())
 }
-
-use burn::tensor::ElementConversion;
 
 #[cfg(test)]
 mod tests {
