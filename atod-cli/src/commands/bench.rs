@@ -98,17 +98,26 @@ pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
 }
 
 fn run_step(registry: &Registry, args: &StepArgs) -> anyhow::Result<()> {
-    let config = TrainConfig::load(&args.config)?;
+    let mut config = TrainConfig::load(&args.config)?;
+    if let Some(on) = super::reproducible_flag() {
+        config.reproducible = on;
+    }
+    atod_models::cpu::isa::set_reproducible(config.reproducible);
     let report = bench_steps(registry, &config, args.steps, &progress::bar(args.steps, "bench step"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!(
-        "{} · {} · {} step(s): {:.2} s a step ({:.0} samples, {:.0} prompt and {:.0} response tokens)",
+        "{} · {} · {} step(s){}: {:.2} s a step ({:.0} samples, {:.0} prompt and {:.0} response tokens)",
         config.name,
         config.method,
         report.steps,
+        if report.reproducible {
+            format!(", reproducible at {}", report.isa)
+        } else {
+            format!(", native arithmetic at {}", report.isa)
+        },
         report.mean_step_seconds,
         report.mean_samples,
         report.mean_prompt_tokens,

@@ -31,6 +31,17 @@ pub struct Cli {
     #[arg(long = "plugin", value_name = "PATH", global = true)]
     pub plugins: Vec<PathBuf>,
 
+    /// The reproducible mode: on the CPU, results are the same bits on every x86-64 CPU with AVX2 and FMA and
+    /// for any number of threads, at some cost in speed (benches/README.md). Default: a config's
+    /// `reproducible` key, which is true unless set; true for commands without a config.
+    #[arg(long, value_name = "BOOL", global = true)]
+    pub reproducible: Option<bool>,
+
+    /// Hold atod's CPU kernels to this instruction-set level: native (the default), x86-64-v4, x86-64-v3 or
+    /// portable. The ATOD_ISA environment variable says the same; the flag wins.
+    #[arg(long, value_name = "LEVEL", global = true)]
+    pub isa: Option<String>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -80,8 +91,33 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The `--reproducible` flag of this process's command line, if given.
+static REPRODUCIBLE_FLAG: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+
+/// The `--reproducible` flag of the command line (None when not given): it overrides a config's key.
+pub fn reproducible_flag() -> Option<bool> {
+    REPRODUCIBLE_FLAG.get().copied().flatten()
+}
+
+/// Applies `ATOD_ISA`, `--isa` and `--reproducible` for the whole process. The level is also written back to
+/// `ATOD_ISA`, so that the processes a grid starts for its cells run at it too.
+fn set_arithmetic(cli: &Cli) -> anyhow::Result<()> {
+    use atod_models::cpu::isa;
+    isa::init_from_env().map_err(anyhow::Error::msg)?;
+    if let Some(level) = &cli.isa {
+        let request: isa::Request = level.parse().map_err(|e| anyhow::anyhow!("--isa: {e}"))?;
+        isa::force(request).map_err(|e| anyhow::anyhow!("--isa {level}: {e}"))?;
+        // Before any thread exists (clap has only parsed), so no other thread reads the environment.
+        std::env::set_var("ATOD_ISA", level);
+    }
+    let _ = REPRODUCIBLE_FLAG.set(cli.reproducible);
+    isa::set_reproducible(cli.reproducible.unwrap_or(true));
+    Ok(())
+}
+
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    set_arithmetic(&cli)?;
     match cli.command {
         Command::AlfworldExport(args) => alfworld_export::run(&args),
         Command::Bench(args) => bench::run(&cli.plugins, &args),

@@ -22,7 +22,11 @@ pub struct Args {
 
 /// Runs `atod sft`.
 pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
-    let config = SftRunConfig::load(&args.config)?;
+    let mut config = SftRunConfig::load(&args.config)?;
+    if let Some(on) = super::reproducible_flag() {
+        config.reproducible = on;
+    }
+    atod_models::cpu::isa::set_reproducible(config.reproducible);
     let stage = stages::sft(registry, &config, &progress::bar(0, "sft"))?;
     let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stage.dir.join("eval.json"))?)?;
     if args.json {

@@ -29,7 +29,10 @@ pub struct Args {
 
 /// Runs `atod train`.
 pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
-    let config = TrainConfig::load(&args.config)?;
+    let mut config = TrainConfig::load(&args.config)?;
+    if let Some(on) = super::reproducible_flag() {
+        config.reproducible = on;
+    }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
     let summary = run::run(registry, &config, &out, args.resume, &progress::bar(0, "train"))?;
     if args.json {

@@ -49,6 +49,10 @@ pub struct StepBench {
     pub mean_response_tokens: f64,
     /// The process's peak resident memory at the end.
     pub peak_rss_bytes: Option<u64>,
+    /// Whether the steps ran in the reproducible mode.
+    pub reproducible: bool,
+    /// The instruction-set level of atod's CPU kernels.
+    pub isa: String,
 }
 
 /// Times `steps` online steps of `config` on its device.
@@ -132,6 +136,8 @@ where
         })
         .collect();
     Ok(StepBench {
+        reproducible: atod_models::cpu::isa::reproducible(),
+        isa: atod_models::cpu::isa::level().name().to_owned(),
         steps,
         mean_step_seconds: step_seconds.iter().sum::<f64>() / n,
         step_seconds,

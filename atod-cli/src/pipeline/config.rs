@@ -347,6 +347,11 @@ pub struct TrainConfig {
     /// `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// The reproducible mode (on by default): on the CPU, every result is the same bits on every x86-64 CPU
+    /// with AVX2 and FMA and for any number of threads (atod_models::cpu::isa). `atod train --reproducible
+    /// false` overrides it.
+    #[serde(default = "default_reproducible")]
+    pub reproducible: bool,
     /// Where built stages (demonstrations, tokenizers, SFT models) are kept and reused; default `runs/stages`.
     #[serde(default)]
     pub stages_dir: Option<PathBuf>,
@@ -379,6 +384,9 @@ fn default_method() -> String {
 fn default_device() -> String {
     "cpu".to_owned()
 }
+fn default_reproducible() -> bool {
+    true
+}
 
 /// `atod sft --config`: one SFT stage with its data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -389,6 +397,9 @@ pub struct SftRunConfig {
     /// `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// The reproducible mode, as in a train config.
+    #[serde(default = "default_reproducible")]
+    pub reproducible: bool,
     /// Where stages are kept; default `runs/stages`.
     #[serde(default)]
     pub stages_dir: Option<PathBuf>,
@@ -539,6 +550,7 @@ impl TrainConfig {
         SftRunConfig {
             name: format!("{}-{}", self.name, model.preset),
             device: self.device.clone(),
+            reproducible: self.reproducible,
             stages_dir: self.stages_dir.clone(),
             env: self.env.clone(),
             prompt: self.prompt.clone(),

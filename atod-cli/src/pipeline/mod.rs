@@ -130,7 +130,13 @@ fn stage_eval_path(
     temperature: f32,
     seed: u64,
 ) -> std::path::PathBuf {
-    let key = stages::key_of("stage-eval", &(env, prompt, episodes, temperature.to_bits(), seed));
+    // The arithmetic mode in force changes what the model generates, so it is part of the key (left out when
+    // off, which keeps the earlier keys).
+    let key = if atod_models::cpu::isa::reproducible() {
+        stages::key_of("stage-eval", &(env, prompt, episodes, temperature.to_bits(), seed, "reproducible"))
+    } else {
+        stages::key_of("stage-eval", &(env, prompt, episodes, temperature.to_bits(), seed))
+    };
     stage_dir.join(format!("eval-{key}.json"))
 }
 

@@ -60,6 +60,13 @@ pub struct RunSummary {
     /// Episodes behind `teacher_success_rate`.
     #[serde(default)]
     pub teacher_episodes: u64,
+    /// Whether the run trained in the reproducible mode (absent in summaries written before the mode existed).
+    #[serde(default)]
+    pub reproducible: bool,
+    /// The instruction-set level atod's CPU kernels ran at (`x86-64-v4`, `x86-64-v3`, `portable`); empty when
+    /// unknown.
+    #[serde(default)]
+    pub isa: String,
     /// Wall time of this process's part of the run.
     pub wall_seconds: f64,
 }
@@ -98,6 +105,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> anyhow::Result<RunSummary> {
     let device: DeviceSpec = config.device.parse()?;
+    atod_models::cpu::isa::set_reproducible(config.reproducible);
     match device {
         DeviceSpec::Cpu => {
             run_on::<atod_models::CpuAutodiff>(registry, config, out, resume, progress, &Default::default())
@@ -237,6 +245,15 @@ where
     let tokenizer = atod_models::ChatTokenizer::from_file(student_dir.join("tokenizer.json"))?;
     let loss = Loss::new(config.loss_config()?)?;
     let needs_reference = loss.needs().iter().any(|&(_, input)| input == atod_losses::Input::LpRef);
+    if atod_models::cpu::isa::reproducible()
+        && loss.needs().iter().any(|&(_, input)| input == atod_losses::Input::Vocab)
+    {
+        // The full-vocabulary distributions come from burn's `log_softmax`, whose max and sum over the vocabulary
+        // run in burn-flex's SIMD at the CPU's own width (ARCHITECTURE.md, "Reproducible mode").
+        eprintln!(
+            "warning: the `gkd` loss component reads full-vocabulary log-probabilities computed by burn's              log_softmax, whose reductions follow the CPU's SIMD width: this run is deterministic on this machine,              not bit-identical across CPUs"
+        );
+    }
     let reference = needs_reference
         .then(|| LmPolicy::load(&student_stage.join("model"), &inner_device, sampling.clone(), 0))
         .transpose()?;
@@ -393,6 +410,8 @@ where
         initial_episodes,
         final_episodes,
         teacher_episodes,
+        reproducible: atod_models::cpu::isa::reproducible(),
+        isa: atod_models::cpu::isa::level().name().to_owned(),
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     checkpoint::write_file_atomic(

@@ -216,7 +216,13 @@ pub fn sft_data(
 /// The SFT model of a config: `sft-<key>/model/` (an export directory) with its metrics and evaluation.
 pub fn sft(registry: &Registry, config: &SftRunConfig, progress: &dyn Progress) -> anyhow::Result<Stage> {
     let (demos, tokenizer) = sft_data(registry, config, progress)?;
-    let key = key_of("sft", &(&demos.key, &config.model, &config.env.eval_split, &config.prompt));
+    // A model trained in the reproducible mode has other bits than one trained with the CPU's native kernels:
+    // the mode is part of the key (left out when off, so that those stages keep their earlier keys).
+    let key = if config.reproducible {
+        key_of("sft", &(&demos.key, &config.model, &config.env.eval_split, &config.prompt, "reproducible"))
+    } else {
+        key_of("sft", &(&demos.key, &config.model, &config.env.eval_split, &config.prompt))
+    };
     resolve(&stages_dir(&config.stages_dir), "sft", &key, |dir| {
         super::sft::train(registry, config, &demos.dir.join("demos.jsonl"), tokenizer.clone(), dir, progress)
     })
