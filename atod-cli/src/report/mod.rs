@@ -291,8 +291,9 @@ pub fn render_markdown(grid: &Grid, plots: &[String]) -> String {
     }
     md.push_str(
         "Success rates are in percent of evaluation episodes: `final_success_rate` of results.csv (after training) \
-         as the mean ± the half-width of the 95% Student-t confidence interval over seeds (no interval for n = 1), \
-         and `initial_success_rate` (before training) as the mean; n counts the finished seeds.\n\n",
+         and `initial_success_rate` (before training) and the teacher's as the mean ± the half-width of the 95% \
+         Student-t confidence interval over seeds (no interval for n = 1); `final > initial` counts the seeds whose \
+         training raised success; n counts the finished seeds.\n\n",
     );
     let count = |s: Status| grid.rows.iter().filter(|r| r.status == s).count();
     let wall: f64 = finished.iter().filter_map(|r| r.wall_seconds).sum();
@@ -309,10 +310,16 @@ pub fn render_markdown(grid: &Grid, plots: &[String]) -> String {
 
     // Per environment and row key: final success by seed, initial success, teacher success.
     let key_of = |row: &Row, cols: &[usize]| -> Vec<String> { cols.iter().map(|&c| row.axes[c].clone()).collect() };
-    let teacher_of_env = |env: &str| -> Option<f64> {
-        let teachers: Vec<f64> =
-            finished.iter().filter(|r| r.axes[env_col] == env).filter_map(|r| r.teacher_success_rate).collect();
-        stats::mean(&teachers)
+    // The teacher's success by seed (each cell evaluates the teacher on its own seed's episodes; cells of one
+    // seed share that evaluation).
+    let teacher_by_seed = |env: &str| -> BTreeMap<&str, f64> {
+        let mut by_seed = BTreeMap::new();
+        for row in finished.iter().filter(|r| r.axes[env_col] == env) {
+            if let Some(x) = row.teacher_success_rate {
+                by_seed.entry(row.axes[seed_col].as_str()).or_insert(x);
+            }
+        }
+        by_seed
     };
 
     // The average over environments: per seed the mean over environments, over seeds the mean and interval.
@@ -350,9 +357,22 @@ pub fn render_markdown(grid: &Grid, plots: &[String]) -> String {
         }
         table.push(line);
     }
-    let teachers: Vec<f64> = envs.iter().filter_map(|e| teacher_of_env(e)).collect();
-    if teachers.len() == envs.len() && !teachers.is_empty() {
-        let teacher = pct(stats::mean(&teachers).expect("non-empty"));
+    // Per seed the teacher's mean over the environments, for the seeds every environment has.
+    let by_env: Vec<BTreeMap<&str, f64>> = envs.iter().map(|e| teacher_by_seed(e)).collect();
+    let teachers: Vec<f64> = by_env
+        .first()
+        .map(|first| {
+            first
+                .keys()
+                .filter_map(|seed| {
+                    let xs: Vec<f64> = by_env.iter().filter_map(|m| m.get(seed).copied()).collect();
+                    (xs.len() == envs.len()).then(|| stats::mean(&xs).expect("non-empty"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !teachers.is_empty() {
+        let teacher = format!("{} (n={})", mean_ci(&teachers), teachers.len());
         let mut line = vec!["teacher".to_owned()];
         line.extend(std::iter::repeat_n(String::new(), avg_cols.len().saturating_sub(1)));
         line.extend(std::iter::repeat_n(teacher, students.len()));
@@ -363,23 +383,29 @@ pub fn render_markdown(grid: &Grid, plots: &[String]) -> String {
     for env in &envs {
         let _ = writeln!(md, "\n## {}\n", display(env));
         let env_rows: Vec<&Row> = grid.rows.iter().filter(|r| &r.axes[env_col] == env).collect();
-        match teacher_of_env(env) {
-            Some(t) => {
-                let _ = writeln!(md, "Teacher: {}% success.\n", pct(t));
+        let teachers: Vec<f64> = teacher_by_seed(env).into_values().collect();
+        match teachers.len() {
+            0 => md.push_str("Teacher: no finished cell reports it yet.\n\n"),
+            n => {
+                let _ = writeln!(md, "Teacher: {}% success (n={n} seeds).\n", mean_ci(&teachers));
             }
-            None => md.push_str("Teacher: no finished cell reports it yet.\n\n"),
         }
         let mut header: Vec<String> = row_cols.iter().map(|&c| grid.columns[c].clone()).collect();
-        header.extend(["final success".to_owned(), "initial success".to_owned(), "n".to_owned()]);
+        header.extend(["final success", "initial success", "final > initial", "n"].map(str::to_owned));
         let mut table = vec![header];
         for key in distinct(env_rows.iter().map(|r| key_of(r, &row_cols))) {
             let done: Vec<&&Row> =
                 env_rows.iter().filter(|r| key_of(r, &row_cols) == key && r.status == Status::Finished).collect();
             let finals: Vec<f64> = done.iter().filter_map(|r| r.final_success_rate).collect();
             let initials: Vec<f64> = done.iter().filter_map(|r| r.initial_success_rate).collect();
+            let gains = done
+                .iter()
+                .filter(|r| matches!((r.final_success_rate, r.initial_success_rate), (Some(f), Some(i)) if f > i))
+                .count();
             let mut line: Vec<String> = key.iter().map(|v| display(v)).collect();
             line.push(mean_ci(&finals));
-            line.push(stats::mean(&initials).map_or_else(|| "–".to_owned(), pct));
+            line.push(mean_ci(&initials));
+            line.push(format!("{gains} of {}", done.len()));
             line.push(finals.len().to_string());
             table.push(line);
         }
@@ -815,7 +841,7 @@ mod tests {
 
             Regenerate these tables and plots with `atod report runs/g`.
 
-            Success rates are in percent of evaluation episodes: `final_success_rate` of results.csv (after training) as the mean ± the half-width of the 95% Student-t confidence interval over seeds (no interval for n = 1), and `initial_success_rate` (before training) as the mean; n counts the finished seeds.
+            Success rates are in percent of evaluation episodes: `final_success_rate` of results.csv (after training) and `initial_success_rate` (before training) and the teacher's as the mean ± the half-width of the 95% Student-t confidence interval over seeds (no interval for n = 1); `final > initial` counts the seeds whose training raised success; n counts the finished seeds.
 
             Cells: 10 finished, 1 failed, 0 partial, 1 pending, of 12. Wall time: 0 h 16 min (1000 s) summed over the finished cells.
 
@@ -827,16 +853,16 @@ mod tests {
             | --- | --- |
             | atod | 50.00 ± 24.84 (n=3) |
             | grpo | 15.00 (n=1) |
-            | teacher | 62.50 |
+            | teacher | 62.50 ± 0.00 (n=3) |
 
             ## alfworld
 
-            Teacher: 75.00% success.
+            Teacher: 75.00 ± 0.00% success (n=3 seeds).
 
-            | student | method | final success | initial success | n |
-            | --- | --- | --- | --- | --- |
-            | student-s | atod | 60.00 ± 24.84 | 11.00 | 3 |
-            | student-s | grpo | 20.00 ± 0.00 | 11.00 | 3 |
+            | student | method | final success | initial success | final > initial | n |
+            | --- | --- | --- | --- | --- | --- |
+            | student-s | atod | 60.00 ± 24.84 | 11.00 ± 2.48 | 3 of 3 | 3 |
+            | student-s | grpo | 20.00 ± 0.00 | 11.00 ± 2.48 | 3 of 3 | 3 |
 
             ![plot-alfworld-student-s.svg](plot-alfworld-student-s.svg)
 
@@ -844,12 +870,12 @@ mod tests {
 
             ## webshop
 
-            Teacher: 50.00% success.
+            Teacher: 50.00 ± 0.00% success (n=3 seeds).
 
-            | student | method | final success | initial success | n |
-            | --- | --- | --- | --- | --- |
-            | student-s | atod | 40.00 ± 24.84 | 11.00 | 3 |
-            | student-s | grpo | 10.00 | 10.00 | 1 |
+            | student | method | final success | initial success | final > initial | n |
+            | --- | --- | --- | --- | --- | --- |
+            | student-s | atod | 40.00 ± 24.84 | 11.00 ± 2.48 | 3 of 3 | 3 |
+            | student-s | grpo | 10.00 | 10.00 | 0 of 1 | 1 |
 
             ![plot-webshop-student-s.svg](plot-webshop-student-s.svg)
 
@@ -881,7 +907,7 @@ mod tests {
         let md = fs::read_to_string(&written.markdown).unwrap();
         assert!(
             md.contains("atod grid --config configs/g.toml")
-                && md.contains("| student-s | atod | 8 | 90.00 | 10.00 | 1 |"),
+                && md.contains("| student-s | atod | 8 | 90.00 | 10.00 | 1 of 1 | 1 |"),
             "{md}"
         );
         assert_eq!(

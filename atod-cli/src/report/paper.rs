@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{display, markdown_table, mean_ci, pct, stats, Grid, Row, Status};
+use super::{display, markdown_table, mean_ci, stats, Grid, Row, Status};
 
 /// The paper's Table 1, averaged over ALFWorld, WebShop and Search-QA, for its students (0.6B, 1.7B, 4B): the
 /// reference this grid's findings are set against.
@@ -121,6 +121,22 @@ impl<'a> Index<'a> {
             .collect()
     }
 
+    /// The teacher's success by seed, averaged over `envs` (seeds every environment reports; each cell evaluates
+    /// the teacher on its own seed's episodes, and cells of one seed share that evaluation).
+    fn teacher_by_seed(&self, envs: &[String]) -> BTreeMap<String, f64> {
+        let mut by_seed: BTreeMap<String, BTreeMap<&str, f64>> = BTreeMap::new();
+        for row in &self.finished {
+            if let (true, Some(x)) = (envs.contains(&row.axes[self.env]), row.teacher_success_rate) {
+                by_seed.entry(row.axes[self.seed].clone()).or_default().entry(row.axes[self.env].as_str()).or_insert(x);
+            }
+        }
+        by_seed
+            .into_iter()
+            .filter(|(_, per_env)| per_env.len() == envs.len())
+            .map(|(seed, per_env)| (seed, stats::mean(&per_env.into_values().collect::<Vec<_>>()).expect("non-empty")))
+            .collect()
+    }
+
     /// The teacher's success averaged over `envs` (None unless every one reports it).
     fn teacher(&self, envs: &[String]) -> Option<f64> {
         let per_env: Vec<f64> = envs
@@ -150,8 +166,10 @@ fn method_table(ix: &Index, envs: &[String], methods: &[String], students: &[Str
         }
         lines.push(line);
     }
-    if let Some(t) = ix.teacher(envs) {
-        lines.push([vec!["teacher".to_owned()], vec![pct(t); students.len()]].concat());
+    let teachers: Vec<f64> = ix.teacher_by_seed(envs).into_values().collect();
+    if !teachers.is_empty() {
+        let teacher = format!("{} (n={})", mean_ci(&teachers), teachers.len());
+        lines.push([vec!["teacher".to_owned()], vec![teacher; students.len()]].concat());
     }
     markdown_table(&lines)
 }
@@ -523,7 +541,7 @@ mod tests {
         assert!(md.contains("| vanilla (sft-init) | 10.00 ± 0.00 (n=3) |"), "{md}");
         assert!(md.contains("| opd | 38.33 ± "), "{md}");
         assert!(md.contains("| atod | 50.00 ± 24.84 (n=3) |"), "{md}");
-        assert!(md.contains("| teacher | 62.50 |"), "{md}");
+        assert!(md.contains("| teacher | 62.50 ± 0.00 (n=3) |"), "{md}");
         let average = &md[md.find("## Table 1").unwrap()..md.find("### a").unwrap()];
         assert!(!average.contains("atod-const"), "{average}");
         // Per environment, the ablation appears where it ran.
