@@ -302,6 +302,20 @@ mod tests {
     use super::*;
     use atod_models::{ChatTokenizer, CpuBackend, DeviceSpec, TransformerConfig};
 
+    /// A summary read back from its JSON (a stage's cached evaluation) holds the numbers that were written: with
+    /// serde_json's default parser this mean came back one ulp off (…05), and a run that read the cache
+    /// reported other bits than the run that computed it.
+    #[test]
+    fn a_summary_reads_back_the_floats_it_was_written_with() {
+        let outcomes: Vec<EpisodeOutcome> = Vec::new();
+        let mut summary = summarise(&outcomes);
+        summary.mean_return = 1.393_750_000_000_000_3;
+        let text = serde_json::to_string(&summary).unwrap();
+        assert!(text.contains("1.3937500000000003"), "{text}");
+        let back: Summary = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.mean_return.to_bits(), summary.mean_return.to_bits());
+    }
+
     fn export(dir: &Path) {
         let texts = ["<think>The counter is below the target.</think><action>inc</action>", "The counter shows 3."];
         let tokenizer = ChatTokenizer::train(texts, 300).unwrap();
