@@ -162,8 +162,10 @@ fn write_paper_report(
                 "One cell, `{id}`, retrained from its committed config into a fresh directory (the stages it needs \
                  are built first when runs/stages/ lacks them); its `final_success_rate` in the printed summary and \
                  in `runs/regen-{id}/summary.json` is to match the {final_rate} of results.csv. A run is \
-                 deterministic given its config, so its `evals.jsonl` and every line of its `metrics.jsonl` but the \
-                 `time/*` keys match the committed cell's too",
+                 deterministic given its config and build, and in the reproducible mode the same on every x86-64 \
+                 CPU with AVX2 and FMA: with the build that trained the cell, its `evals.jsonl` and every line of \
+                 its `metrics.jsonl` but the `time/*` keys match the committed cell's too (the notes say which \
+                 build that was)",
                 id = row.cell
             ),
             format!(
