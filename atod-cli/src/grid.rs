@@ -489,9 +489,6 @@ pub fn train_command(exe: &Path, plugins: &[PathBuf], config: &Path, out: &Path,
     for plugin in plugins {
         command.arg("--plugin").arg(plugin);
     }
-    if let Some(on) = crate::commands::reproducible_flag() {
-        command.arg("--reproducible").arg(on.to_string());
-    }
     command.arg("train").arg("--config").arg(config).arg("--out").arg(out);
     if resume {
         command.arg("--resume");

@@ -56,8 +56,11 @@ fn report_regenerates_tables_and_plots_of_a_grid_and_shows_a_run() {
     let md = fs::read_to_string(grid.join("results.md")).unwrap();
     assert_eq!(out.stdout.split("\nwrote ").next().unwrap().trim_end(), md.trim_end());
     // t_{0.975,1} = 12.7062 times s/sqrt(2) = 0.1 gives 127.06 points.
-    assert!(md.contains("| student-s | atod | 60.00 ± 127.06 | 10.00 | 2 |"), "{md}");
-    assert!(md.contains("| atod | 60.00 ± 127.06 (n=2) |") && md.contains("Teacher: 80.00% success."), "{md}");
+    assert!(md.contains("| student-s | atod | 60.00 ± 127.06 | 10.00 ± 0.00 | 2 of 2 | 2 |"), "{md}");
+    assert!(
+        md.contains("| atod | 60.00 ± 127.06 (n=2) |") && md.contains("Teacher: 80.00 ± 0.00% success (n=2 seeds)."),
+        "{md}"
+    );
     let csv = fs::read_to_string(grid.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5);
     assert!(
@@ -82,7 +85,10 @@ fn report_regenerates_tables_and_plots_of_a_grid_and_shows_a_run() {
     let out = atod(&[&args[..], &[notes.to_str().unwrap()]].concat(), &[]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let paper = fs::read_to_string(&results).unwrap();
-    assert!(paper.contains("| atod | 60.00 ± 127.06 (n=2) |") && paper.contains("| teacher | 80.00 |"), "{paper}");
+    assert!(
+        paper.contains("| atod | 60.00 ± 127.06 (n=2) |") && paper.contains("| teacher | 80.00 ± 0.00 (n=2) |"),
+        "{paper}"
+    );
     assert!(paper.contains("](grid/plot-counter-student-s.svg)"), "{paper}");
     assert!(paper.contains("train --config") && paper.trim_end().ends_with("written by hand"), "{paper}");
 

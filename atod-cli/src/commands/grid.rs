@@ -63,7 +63,11 @@ pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
         }
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         fs::write(&cell_toml, &text).with_context(|| format!("writing {}", cell_toml.display()))?;
-        let command = grid::train_command(&exe, plugins, &cell_toml, &dir, state == CellState::Partial);
+        let mut command = grid::train_command(&exe, plugins, &cell_toml, &dir, state == CellState::Partial);
+        // The cells run in this grid's mode when its command line named one (a global flag, so it may follow).
+        if let Some(on) = super::reproducible_flag() {
+            command.arg("--reproducible").arg(on.to_string());
+        }
         jobs.push(Job { id: cell.id.clone(), dir, command });
     }
 

@@ -807,13 +807,13 @@ mod tests {
             cell,env,student,method,seed,status,initial_success_rate,final_success_rate,teacher_success_rate,steps,wall_seconds,initial_mean_score,final_mean_score,initial_invalid_action_rate,final_invalid_action_rate
             alfworld-student-s-atod-s0,alfworld,student-s,atod,0,finished,0.1,0.5,0.75,4,100,0.1,0.5,0.4,0.2
             alfworld-student-s-atod-s1,alfworld,student-s,atod,1,finished,0.11,0.6,0.75,4,100,0.11,0.6,0.4,0.2
-            alfworld-student-s-atod-s2,alfworld,student-s,atod,2,finished,0.12,0.7,0.75,4,100,0.12,0.7,0.4,0.2
+            alfworld-student-s-atod-s2,alfworld,student-s,atod,2,finished,0.12000000000000001,0.7,0.75,4,100,0.12000000000000001,0.7,0.4,0.2
             alfworld-student-s-grpo-s0,alfworld,student-s,grpo,0,finished,0.1,0.2,0.75,4,100,0.1,0.2,0.4,0.2
             alfworld-student-s-grpo-s1,alfworld,student-s,grpo,1,finished,0.11,0.2,0.75,4,100,0.11,0.2,0.4,0.2
-            alfworld-student-s-grpo-s2,alfworld,student-s,grpo,2,finished,0.12,0.2,0.75,4,100,0.12,0.2,0.4,0.2
+            alfworld-student-s-grpo-s2,alfworld,student-s,grpo,2,finished,0.12000000000000001,0.2,0.75,4,100,0.12000000000000001,0.2,0.4,0.2
             webshop-student-s-atod-s0,webshop,student-s,atod,0,finished,0.1,0.3,0.5,4,100,0.1,0.3,0.4,0.2
             webshop-student-s-atod-s1,webshop,student-s,atod,1,finished,0.11,0.4,0.5,4,100,0.11,0.4,0.4,0.2
-            webshop-student-s-atod-s2,webshop,student-s,atod,2,finished,0.12,0.5,0.5,4,100,0.12,0.5,0.4,0.2
+            webshop-student-s-atod-s2,webshop,student-s,atod,2,finished,0.12000000000000001,0.5,0.5,4,100,0.12000000000000001,0.5,0.4,0.2
             webshop-student-s-grpo-s0,webshop,student-s,grpo,0,finished,0.1,0.1,0.5,4,100,0.1,0.1,0.4,0.2
             webshop-student-s-grpo-s1,webshop,student-s,grpo,1,failed,,,,,,,,,
             webshop-student-s-grpo-s2,webshop,student-s,grpo,2,pending,,,,,,,,,
