@@ -251,7 +251,9 @@ where
         // The full-vocabulary distributions come from burn's `log_softmax`, whose max and sum over the vocabulary
         // run in burn-flex's SIMD at the CPU's own width (ARCHITECTURE.md, "Reproducible mode").
         eprintln!(
-            "warning: the `gkd` loss component reads full-vocabulary log-probabilities computed by burn's              log_softmax, whose reductions follow the CPU's SIMD width: this run is deterministic on this machine,              not bit-identical across CPUs"
+            "warning: the `gkd` loss component reads full-vocabulary log-probabilities computed by burn's \
+             log_softmax, whose reductions follow the CPU's SIMD width: this run is deterministic on this machine, \
+             not bit-identical across CPUs"
         );
     }
     let reference = needs_reference
