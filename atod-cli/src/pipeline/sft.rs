@@ -122,7 +122,7 @@ where
     let scale = 1.0 / n_tokens.max(1) as f32;
     let result = super::update::sharded_backward(model, rows, shards, |model, shard| {
         let stats = sequence_stats(model, shard, 1.0)?;
-        // The value summed on the host in a fixed order, the same on every CPU (atod_models::exact).
+        // The value summed on the host in a fixed order, the same on every CPU (atod_losses::exact).
         let value = -atod_losses::exact::host_sum(stats.logp.clone()) * f64::from(scale);
         let loss = atod_losses::exact::with_value(stats.logp.sum().neg() * scale, value);
         Ok(Some((loss, value)))
