@@ -42,11 +42,18 @@ fn decoding_allocates_nothing_per_token() {
     let count = |tokens: usize, temperature: f32| {
         let params = SamplingParams { temperature, max_new_tokens: tokens, ..SamplingParams::default() };
         generate(&model, &prompts, &params, &[], &seeds).unwrap();
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
-        let out = generate(&model, &prompts, &params, &[], &seeds).unwrap();
-        let used = ALLOCATIONS.load(Ordering::Relaxed) - before;
-        assert!(out.iter().all(|g| g.ids.len() == tokens));
-        used
+        // The fewest of a few calls: rayon's bookkeeping adds a timing-dependent handful of allocations to a call
+        // (more on a loaded machine: 325 against 331 once, in a full test run), never fewer than the loop needs.
+        (0..3)
+            .map(|_| {
+                let before = ALLOCATIONS.load(Ordering::Relaxed);
+                let out = generate(&model, &prompts, &params, &[], &seeds).unwrap();
+                let used = ALLOCATIONS.load(Ordering::Relaxed) - before;
+                assert!(out.iter().all(|g| g.ids.len() == tokens));
+                used
+            })
+            .min()
+            .expect("three calls")
     };
     for temperature in [0.0, 0.8] {
         let (short, long) = (count(8, temperature), count(40, temperature));
