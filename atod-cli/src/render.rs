@@ -23,13 +23,16 @@ pub struct RenderConfig {
     pub history: usize,
     /// Whether the prompt lists the admissible actions after the observation.
     pub show_admissible: bool,
+    /// How many actions before those `history` turns the prompt also lists, on one line and without what
+    /// followed them (0: none): a compact memory of the episode.
+    pub action_history: usize,
     /// The prompt's token budget (chat template included); see [`render_fitted`].
     pub max_prompt_tokens: usize,
 }
 
 impl Default for RenderConfig {
     fn default() -> Self {
-        Self { history: 3, show_admissible: false, max_prompt_tokens: 768 }
+        Self { history: 3, show_admissible: false, action_history: 0, max_prompt_tokens: 768 }
     }
 }
 
@@ -46,8 +49,9 @@ pub struct HistoryItem {
 pub const ELLIPSIS: &str = "...";
 
 /// Renders the prompt of turn `step` (0-based): the system message, then one user message with the task, the
-/// last `cfg.history` items of `history`, the current `observation` and (when `cfg.show_admissible`) the
-/// `admissible` actions.
+/// `cfg.action_history` actions before the last `cfg.history` items of `history` on one line, those last items
+/// (each action and what followed), the current `observation` and (when `cfg.show_admissible`) the `admissible`
+/// actions.
 pub fn render(
     pieces: &PromptPieces,
     history: &[HistoryItem],
@@ -56,22 +60,49 @@ pub fn render(
     step: usize,
     cfg: &RenderConfig,
 ) -> Vec<ChatMessage> {
-    let shown = &history[history.len().saturating_sub(cfg.history)..];
+    render_keeping(pieces, history, cfg.history, observation, admissible, step, cfg)
+}
+
+/// [`render`] with the last `keep` items of `history` shown in full (at most `cfg.history`) and the
+/// `cfg.action_history` before them as actions only.
+fn render_keeping(
+    pieces: &PromptPieces,
+    history: &[HistoryItem],
+    keep: usize,
+    observation: &str,
+    admissible: &[String],
+    step: usize,
+    cfg: &RenderConfig,
+) -> Vec<ChatMessage> {
+    let split = history.len().saturating_sub(keep.min(cfg.history));
+    let shown = &history[split..];
+    let compact = &history[split.saturating_sub(cfg.action_history)..split];
     let mut user = pieces.task.trim_end().to_owned();
-    if !shown.is_empty() {
-        let plural = |n: usize, word: &str| if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") };
+    let plural = |n: usize, word: &str| if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") };
+    if !compact.is_empty() {
+        let actions: Vec<&str> = compact.iter().map(|item| item.action.as_str()).collect();
+        let which = if shown.is_empty() { String::new() } else { format!(" before the last {}", shown.len()) };
+        user.push_str(&format!(
+            "\n\nYou have taken {} so far. Your actions{which}: {}.",
+            plural(step, "step"),
+            actions.join(" | ")
+        ));
+        if !shown.is_empty() {
+            user.push_str(&format!(" Your last {} and what followed:", plural(shown.len(), "action")));
+        }
+    } else if !shown.is_empty() {
         user.push_str(&format!(
             "\n\nYou have taken {} so far. Your last {} and what followed:",
             plural(step, "step"),
             plural(shown.len(), "action")
         ));
-        let first = step - shown.len().min(step);
-        for (offset, item) in shown.iter().enumerate() {
-            user.push_str(&format!("\n[step {}] action: {}", first + offset + 1, item.action));
-            // What followed the newest action is the current observation, shown below once.
-            if offset + 1 < shown.len() {
-                user.push_str(&format!("\nobservation: {}", item.observation.trim()));
-            }
+    }
+    let first = step - shown.len().min(step);
+    for (offset, item) in shown.iter().enumerate() {
+        user.push_str(&format!("\n[step {}] action: {}", first + offset + 1, item.action));
+        // What followed the newest action is the current observation, shown below once.
+        if offset + 1 < shown.len() {
+            user.push_str(&format!("\nobservation: {}", item.observation.trim()));
         }
     }
     // An empty observation (Search-QA's first, whose question is the task) is left out rather than shown blank.
@@ -87,7 +118,8 @@ pub fn render(
 /// [`render`] fitted to `cfg.max_prompt_tokens` under `tokenizer`'s chat template; returns the messages and
 /// their prompt ids (`tokenizer.encode_prompt(&messages)`).
 ///
-/// While the prompt is too long, the oldest history item is dropped; with no history left, the observation is
+/// While the prompt is too long, the oldest history item is dropped (its action joins the compact list of
+/// earlier actions when `cfg.action_history` > 0; that list is never cut); with no history left, the observation is
 /// cut to its longest suffix that fits, behind [`ELLIPSIS`]. When even the system text, the task and the
 /// admissible actions exceed the budget, the prompt with an empty observation is returned as it is: the
 /// caller sees `ids.len() > cfg.max_prompt_tokens` and counts it (the rollout's `overlong_prompts`).
@@ -100,15 +132,15 @@ pub fn render_fitted(
     step: usize,
     cfg: &RenderConfig,
 ) -> (Vec<ChatMessage>, Vec<u32>) {
-    let encode = |history: &[HistoryItem], observation: &str| {
-        let messages = render(pieces, history, observation, admissible, step, cfg);
+    let encode = |keep: usize, observation: &str| {
+        let messages = render_keeping(pieces, history, keep, observation, admissible, step, cfg);
         let ids = tokenizer.encode_prompt(&messages);
         (messages, ids)
     };
     let budget = cfg.max_prompt_tokens;
-    let shown = &history[history.len().saturating_sub(cfg.history)..];
-    for drop in 0..=shown.len() {
-        let fitted = encode(&shown[drop..], observation);
+    let shown = history.len().min(cfg.history);
+    for drop in 0..=shown {
+        let fitted = encode(shown - drop, observation);
         if fitted.1.len() <= budget {
             return fitted;
         }
@@ -127,13 +159,13 @@ pub fn render_fitted(
         }
     };
     let (mut lo, mut hi) = (0usize, cuts.len());
-    let mut best = encode(&[], "");
+    let mut best = encode(0, "");
     if best.1.len() > budget {
         return best;
     }
     while lo < hi {
         let mid = lo + (hi - lo).div_ceil(2);
-        let fitted = encode(&[], &with_suffix(mid));
+        let fitted = encode(0, &with_suffix(mid));
         if fitted.1.len() <= budget {
             best = fitted;
             lo = mid;
@@ -197,6 +229,41 @@ mod tests {
         .assert_eq(&messages[1].content);
         let one = render(&pieces(), &history(1), "x", &admissible, 1, &RenderConfig::default());
         assert!(one[1].content.contains("You have taken 1 step so far. Your last 1 action and what followed:"));
+    }
+
+    #[test]
+    fn the_compact_history_lists_the_actions_before_the_full_turns() {
+        let cfg = RenderConfig { history: 1, action_history: 2, ..RenderConfig::default() };
+        let messages = render(&pieces(), &history(4), "You arrive at desk 4.", &[], 4, &cfg);
+        expect![[r#"
+            Your task is to: put a mug in cabinet 1.
+
+            You have taken 4 steps so far. Your actions before the last 1: go to desk 2 | go to desk 3. Your last 1 action and what followed:
+            [step 4] action: go to desk 4
+
+            Current observation (step 5): You arrive at desk 4."#]]
+        .assert_eq(&messages[1].content);
+        // With no full turns, the list holds the newest actions; with no earlier actions, the layout is unchanged.
+        let none = RenderConfig { history: 0, action_history: 5, ..RenderConfig::default() };
+        let messages = render(&pieces(), &history(2), "x", &[], 2, &none);
+        assert!(messages[1].content.contains("Your actions: go to desk 1 | go to desk 2.\n\nCurrent"));
+        let plain = RenderConfig { history: 3, ..RenderConfig::default() };
+        assert_eq!(
+            render(&pieces(), &history(2), "x", &[], 2, &RenderConfig { action_history: 4, ..plain.clone() }),
+            render(&pieces(), &history(2), "x", &[], 2, &plain)
+        );
+    }
+
+    #[test]
+    fn fitting_moves_dropped_turns_into_the_compact_history() {
+        let tok = tokenizer();
+        let cfg = RenderConfig { history: 3, action_history: 10, ..RenderConfig::default() };
+        let full = render_fitted(&tok, &pieces(), &history(5), "You see a mug.", &[], 5, &cfg);
+        let tight = RenderConfig { max_prompt_tokens: full.1.len() - 1, ..cfg };
+        let (messages, ids) = render_fitted(&tok, &pieces(), &history(5), "You see a mug.", &[], 5, &tight);
+        assert!(ids.len() < full.1.len());
+        assert!(messages[1].content.contains("go to desk 1 | go to desk 2 | go to desk 3."), "{}", messages[1].content);
+        assert!(messages[1].content.contains("Your last 2 actions"));
     }
 
     #[test]

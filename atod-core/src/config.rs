@@ -26,6 +26,13 @@ pub struct EnvConfig {
     /// Whether prompts list the admissible actions.
     #[serde(default)]
     pub show_admissible: bool,
+    /// How many earlier actions, before the `history` turns, prompts also list on one line (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub action_history: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_train_split() -> String {

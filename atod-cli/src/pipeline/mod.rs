@@ -29,6 +29,7 @@ pub fn render_of(env: &atod_core::config::EnvConfig, prompt: &PromptConfig) -> R
     RenderConfig {
         history: env.history,
         show_admissible: env.show_admissible,
+        action_history: env.action_history,
         max_prompt_tokens: prompt.max_prompt_tokens,
     }
 }

@@ -141,6 +141,11 @@ pub fn env_fingerprint(registry: &Registry, env: &atod_core::config::EnvConfig) 
     Ok(key_of("env", &trace))
 }
 
+/// Whether a config lists no earlier actions (the key then leaves the field out, as before it existed).
+fn no_actions(n: &usize) -> bool {
+    *n == 0
+}
+
 /// The demonstrations of a config: `demos-<key>/demos.jsonl`.
 pub fn demos(registry: &Registry, config: &SftRunConfig, progress: &dyn Progress) -> anyhow::Result<Stage> {
     #[derive(Serialize)]
@@ -151,6 +156,8 @@ pub fn demos(registry: &Registry, config: &SftRunConfig, progress: &dyn Progress
         train_split: &'a str,
         history: usize,
         show_admissible: bool,
+        #[serde(skip_serializing_if = "no_actions")]
+        action_history: usize,
         max_prompt_tokens: usize,
         demos: &'a super::config::DemosConfig,
     }
@@ -163,6 +170,7 @@ pub fn demos(registry: &Registry, config: &SftRunConfig, progress: &dyn Progress
             train_split: &config.env.train_split,
             history: config.env.history,
             show_admissible: config.env.show_admissible,
+            action_history: config.env.action_history,
             max_prompt_tokens: config.prompt.max_prompt_tokens,
             demos: &config.demos,
         },

@@ -179,3 +179,114 @@ fn with_article(noun: &str) -> String {
     let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
     format!("{article} {noun}")
 }
+
+/// The expert of `expert = "visible"`: the same subgoals as [`next`], decided only from what a prompt with the
+/// compact action history shows, so that a model can learn to imitate it.
+///
+/// What it reads, and where a prompt shows it: the goal (the task text); the receptacle the agent stands at, its
+/// openness and, when it is open, its contents (the current observation, which after `take`, `use` or a
+/// treatment no longer lists them, while the admissible list still offers `take` and `use` on what is there);
+/// the held object (the admissible list offers `move`, `heat`, ... only with something in hand); the receptacles
+/// and appliances of the room (the admissible `go to` list); and `searched`, the receptacles stood at and seen
+/// open since the last object was taken or put (the action history since the last `take` or `move`).
+///
+/// It searches the receptacles that can hold what it looks for, surfaces first and then those that open (which a
+/// receptacle's type tells), each in the order the admissible list names them, skipping those in `searched`, and restarts that search after every `take` and `move`: it never acts on
+/// where it saw something earlier. The target receptacle is the first of the goal's type by name.
+pub fn next_visible(world: &World, searched: &[bool]) -> (String, Command) {
+    let goal = &world.goal;
+    let here_open = world.at.filter(|&r| world.receptacles[r].open);
+    let visible_here =
+        |kind: &str| here_open.and_then(|r| world.contents(r).find(|&o| world.objects[o].kind == kind).map(|o| (o, r)));
+    let target = first_by_name(world, |r| world.receptacles[r].kind == goal.target);
+    let r_name = |r: usize| world.receptacles[r].name.clone();
+    if let Some(h) = world.held() {
+        let held = &world.objects[h];
+        if held.kind != goal.object {
+            return put_down(world, h);
+        }
+        if goal.task_type == TaskType::LookAtObjInLight {
+            let lamp_here = here_open.and_then(|r| {
+                world.contents(r).find(|&o| world.objects[o].kind == goal.target && world.objects[o].is_lamp())
+            });
+            return match lamp_here {
+                Some(lamp) => (
+                    format!("I hold the {}; now I turn on the {}.", held.name, world.objects[lamp].name),
+                    Command::Use(lamp),
+                ),
+                None => {
+                    search(world, searched, goal.target, &format!("find {}", with_article(&goal.target.to_lowercase())))
+                }
+            };
+        }
+        if let Some(treatment) = goal.task_type.treatment() {
+            if !treated(held, Some(treatment)) {
+                let Some(a) = first_by_name(world, |r| world.receptacles[r].kind == treatment.appliance()) else {
+                    return look();
+                };
+                let subgoal = format!("{} the {} with {}", treatment.verb(), held.name, r_name(a));
+                return if world.at == Some(a) {
+                    (format!("Subgoal: {subgoal}."), Command::Treat(treatment, h, a))
+                } else {
+                    (format!("Subgoal: {subgoal}. I go to {} first.", r_name(a)), Command::GoTo(a))
+                };
+            }
+        }
+        let Some(t) = target else { return look() };
+        let subgoal = format!("put the {} in {}", held.name, r_name(t));
+        return if world.at != Some(t) {
+            (format!("Subgoal: {subgoal}. I go there."), Command::GoTo(t))
+        } else if !world.receptacles[t].open {
+            (format!("Subgoal: {subgoal}. It is closed, so I open it."), Command::Open(t))
+        } else {
+            (format!("Subgoal: {subgoal}."), Command::Move(h, t))
+        };
+    }
+    // Hands are empty: take a goal object seen here, unless here is the target, else search on.
+    match visible_here(goal.object) {
+        Some((o, r)) if Some(r) != target && world.objects[o].pickable => {
+            (format!("Subgoal: take the {} from {}.", world.objects[o].name, r_name(r)), Command::Take(o, r))
+        }
+        _ => search(world, searched, goal.object, &format!("find {}", with_article(&goal.object.to_lowercase()))),
+    }
+}
+
+/// The receptacle that comes first by name among those `keep` accepts (the order of the admissible `go to` list).
+fn first_by_name(world: &World, keep: impl Fn(usize) -> bool) -> Option<usize> {
+    (0..world.receptacles.len())
+        .filter(|&r| keep(r))
+        .min_by(|&a, &b| world.receptacles[a].name.cmp(&world.receptacles[b].name))
+}
+
+/// The next step of the visible search for `kind`: open the receptacle here if it is a closed candidate, else go
+/// to the first candidate by name not yet searched.
+fn search(world: &World, searched: &[bool], kind: &str, subgoal: &str) -> (String, Command) {
+    let can_hold = |r: usize| {
+        let recep = world.receptacles[r].kind;
+        if kind.ends_with("Lamp") {
+            tables::LAMP_STANDS.contains(&recep)
+        } else {
+            tables::holds(recep, kind) && recep != world.goal.target
+        }
+    };
+    if let Some(r) = world.at {
+        if can_hold(r) && !world.receptacles[r].open {
+            let name = &world.receptacles[r].name;
+            return (format!("Subgoal: {subgoal}. The {name} is closed, so I open it."), Command::Open(r));
+        }
+    }
+    // Surfaces before receptacles that open (a type's openness is the same in every room), each by name.
+    let next = (0..world.receptacles.len())
+        .filter(|&r| can_hold(r) && searched.get(r) != Some(&true) && world.at != Some(r))
+        .min_by(|&a, &b| {
+            let key = |r: usize| (world.receptacles[r].openable, &world.receptacles[r].name);
+            key(a).cmp(&key(b))
+        });
+    match next {
+        Some(r) => {
+            let name = &world.receptacles[r].name;
+            (format!("Subgoal: {subgoal}. Next to check: {name}."), Command::GoTo(r))
+        }
+        None => look(),
+    }
+}

@@ -48,6 +48,7 @@ mod tables;
 mod text;
 pub mod world;
 
+use actions::Command;
 use atod_core::{ActionFormat, EnvInfo, Environment, Error, PromptPieces, SplitInfo, StepResult};
 use atod_envs::PluginEnvironment;
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,22 @@ pub struct AlfworldConfig {
     /// The task types played, numbered as in ALFWorld's `env.task_types` (1 pick_and_place_simple ... 6
     /// pick_two_obj_and_place; faithful: all six). Task `index` plays type `task_types[index % len]`.
     pub task_types: Vec<u8>,
+    /// Which expert plays `expert_action` (and so makes the demonstrations): `faithful`, ALFWorld's handcoded
+    /// expert, which remembers every receptacle it has looked into and where it saw things; or `visible`, the same
+    /// subgoals decided only from what a prompt with the compact action history shows (`expert::next_visible`),
+    /// so that a model can imitate it. The worlds are the same either way.
+    pub expert: ExpertKind,
+}
+
+/// The expert behind `expert_action` (see [`AlfworldConfig::expert`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpertKind {
+    /// ALFWorld's handcoded expert, with its memory of the whole episode.
+    #[default]
+    Faithful,
+    /// Decides from what the prompt shows (`expert::next_visible`).
+    Visible,
 }
 
 impl Default for AlfworldConfig {
@@ -85,6 +102,7 @@ impl Default for AlfworldConfig {
             max_distractors: 60,
             list_admissible: false,
             task_types: ALL_TASK_TYPES.to_vec(),
+            expert: ExpertKind::Faithful,
         }
     }
 }
@@ -146,6 +164,11 @@ list_admissible = false
 # 3 pick_clean_then_place_in_recep, 4 pick_heat_then_place_in_recep, 5 pick_cool_then_place_in_recep,
 # 6 pick_two_obj_and_place. Task i of a split plays task_types[i % len].
 task_types = [1, 2, 3, 4, 5, 6]
+# Which expert makes the demonstrations: "faithful" (ALFWorld's handcoded expert, which remembers the whole
+# episode) or "visible" (the same subgoals decided only from what the prompt shows: the task, the current
+# observation, the admissible actions and the actions since the last take or move; it searches in the order the
+# admissible list names the receptacles).
+expert = "faithful"
 "#;
 
 /// The environment.
@@ -160,6 +183,8 @@ struct Episode {
     world: world::World,
     /// Receptacles the agent has seen inside (the expert's memory).
     seen: Vec<bool>,
+    /// Receptacles the agent has seen inside since it last took or put an object (the visible expert's search).
+    searched: Vec<bool>,
     steps: u32,
     done: bool,
     won: bool,
@@ -233,7 +258,8 @@ impl Environment for AlfworldEnv {
         let world = world::generate(&self.config, split, index);
         let observation = self.with_admissible(&world, text::opening(&world));
         let seen = vec![false; world.receptacles.len()];
-        self.episode = Some(Episode { world, seen, steps: 0, done: false, won: false });
+        let searched = seen.clone();
+        self.episode = Some(Episode { world, seen, searched, steps: 0, done: false, won: false });
         Ok(observation)
     }
 
@@ -250,10 +276,19 @@ impl Environment for AlfworldEnv {
         let projection = projection::project(response);
         let command = projection::python_strip(&projection.command);
         result.observation = match actions::parse(&episode.world, command) {
-            Some(command) => actions::apply(&mut episode.world, command),
+            Some(command) => {
+                // The visible expert's search restarts whenever an object changes hands.
+                if matches!(command, Command::Take(..) | Command::Move(..))
+                    && actions::applicable(&episode.world, command)
+                {
+                    episode.searched.fill(false);
+                }
+                actions::apply(&mut episode.world, command)
+            }
             None => actions::NOTHING_HAPPENS.into(),
         };
         expert::note_seen(&episode.world, &mut episode.seen);
+        expert::note_seen(&episode.world, &mut episode.searched);
         result.action = command.to_owned();
         result.valid = projection.valid;
         if reward::satisfied(&episode.world) {
@@ -281,7 +316,10 @@ impl Environment for AlfworldEnv {
         if episode.done {
             return Ok(None);
         }
-        let (thought, command) = expert::next(&episode.world, &episode.seen);
+        let (thought, command) = match self.config.expert {
+            ExpertKind::Faithful => expert::next(&episode.world, &episode.seen),
+            ExpertKind::Visible => expert::next_visible(&episode.world, &episode.searched),
+        };
         let action = actions::render(&episode.world, command);
         Ok(Some(ActionFormat::ThinkAction.wrap(&action, &thought)))
     }
