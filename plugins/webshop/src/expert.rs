@@ -10,7 +10,7 @@ use crate::reward::{normalize_color, reward, token_set_ratio};
 use crate::search::tokenize;
 
 /// Words of an instruction that carry no meaning for search.
-const STOP_WORDS: &[&str] = &[
+pub const STOP_WORDS: &[&str] = &[
     "i", "m", "need", "a", "an", "the", "that", "is", "for", "looking", "find", "me", "want", "to", "buy", "which",
     "and", "with", "would", "like",
 ];

@@ -7,7 +7,8 @@
 //! sub-pages with `click[x]`, selects option values and buys with `click[buy now]`, which ends the episode with
 //! WebShop's reward. Success is reward == 1.0 (scored 10), episodes last at most 15 steps. Modules: `catalogue`
 //! (world generation and goals), `search` (BM25), `pages` (page text and clickables), `actions` (parsing),
-//! `reward` (WebShop's reward) and `expert`.
+//! `reward` (WebShop's reward), `expert`, and `visible` (an expert that decides from the prompt's text alone, for
+//! imitation by small models: config `expert = "visible"`).
 //!
 //! Steps, as WebShop's text env (web_agent_site/envs/web_agent_text_env.py, `WebAgentTextEnv.step`) plays them
 //! under verl-agent (agent_system/environments/env_package/webshop/projection.py):
@@ -47,6 +48,7 @@ pub mod pages;
 pub mod reward;
 mod rng;
 pub mod search;
+pub mod visible;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -89,6 +91,23 @@ pub struct WebShopConfig {
     /// Off by default: the explanation is extra help the original agents never had. Rewards are the same
     /// either way.
     pub explain_invalid_actions: bool,
+    /// Which expert `expert_action` plays (demonstrations, `--policy expert`): `faithful` (the default) knows the
+    /// target product and every product's hidden attributes, options and paid price; `visible` decides from
+    /// the current page's text and the last two actions alone ([`visible`]), so that a model can imitate it,
+    /// and the admissible actions then offer its search (`search[instruction]`) instead of the target's
+    /// scraping query.
+    pub expert: ExpertKind,
+}
+
+/// The expert variants of the config key `expert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpertKind {
+    /// [`expert`]: plays from the episode's full state, and wins every goal.
+    #[default]
+    Faithful,
+    /// [`visible`]: plays from what the prompt shows.
+    Visible,
 }
 
 impl Default for WebShopConfig {
@@ -103,6 +122,7 @@ impl Default for WebShopConfig {
             invalid_reward: -0.1,
             weighted_train: true,
             explain_invalid_actions: false,
+            expert: ExpertKind::Faithful,
         }
     }
 }
@@ -144,6 +164,8 @@ struct Episode {
     /// The results page the item was opened from, where `< prev` on the item returns.
     results_page: usize,
     selected: BTreeMap<String, String>,
+    /// Every step's action as the prompt's history shows it (empty for a malformed response).
+    actions: Vec<String>,
     steps: u32,
     done: bool,
 }
@@ -229,7 +251,7 @@ impl PluginEnvironment for WebShopEnv {
         format!(
             "# WebShop-faithful shopping. Keys (all optional): catalogue_seed, n_products (>= 300), \
              goal_shuffle_seed,\n# max_steps, top_k (results kept per search), success_reward, invalid_reward, \
-             weighted_train,\n# explain_invalid_actions.\n{body}"
+             weighted_train,\n# explain_invalid_actions, expert (\"faithful\" or \"visible\").\n{body}"
         )
     }
 
@@ -292,6 +314,7 @@ impl Environment for WebShopEnv {
             results: Vec::new(),
             results_page: 0,
             selected: BTreeMap::new(),
+            actions: Vec::new(),
             steps: 0,
             done: false,
         };
@@ -309,8 +332,12 @@ impl Environment for WebShopEnv {
 
     fn admissible_actions(&self) -> atod_core::Result<Vec<String>> {
         let episode = self.episode.as_ref().ok_or(Error::NotReset)?;
-        let target = self.catalogue.target(&self.catalogue.goals[episode.goal]);
-        let mut actions = vec![format!("search[{}]", target.query)];
+        let goal = &self.catalogue.goals[episode.goal];
+        let search = match self.config.expert {
+            ExpertKind::Faithful => self.catalogue.target(goal).query.clone(),
+            ExpertKind::Visible => goal.instruction.clone(),
+        };
+        let mut actions = vec![format!("search[{search}]")];
         actions.extend(self.view(episode).clickables(episode.page).into_iter().map(|c| format!("click[{c}]")));
         actions.sort();
         actions.dedup();
@@ -319,7 +346,16 @@ impl Environment for WebShopEnv {
 
     fn expert_action(&self) -> atod_core::Result<Option<String>> {
         let episode = self.episode.as_ref().ok_or(Error::NotReset)?;
-        let (thought, action) = expert::expert_step(&self.expert_state(episode));
+        let (thought, action) = match self.config.expert {
+            ExpertKind::Faithful => expert::expert_step(&self.expert_state(episode)),
+            ExpertKind::Visible => {
+                // The page as the last observation showed it (an explanation of an invalid action replaces it in
+                // the prompt; the page is the same).
+                let page = self.view(episode).render(episode.page);
+                let history: Vec<&str> = episode.actions.iter().map(String::as_str).collect();
+                visible::visible_step(&page, &history)
+            }
+        };
         Ok(Some(ActionFormat::ThinkAction.wrap(&action, &thought)))
     }
 
@@ -360,11 +396,13 @@ impl WebShopEnv {
                     // not count the step as invalid, since the response was well formed.
                     Err(why) => result.observation = self.unchanged(episode, || format!("Nothing happens: {why}.")),
                 }
+                episode.actions.push(text.clone());
                 result.action = text;
             }
             // verl-agent's projection marks the response invalid and the trainer charges the penalty; the page
             // stays as it was.
             Err(err) => {
+                episode.actions.push(String::new());
                 result.valid = false;
                 result.reward = self.config.invalid_reward;
                 result.observation = self.unchanged(episode, || {

@@ -730,3 +730,199 @@ fn the_expert_wins_through_the_plugin_abi() {
     }
     assert!(plugin.create("nope = 1").is_err());
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The visible expert (`expert = "visible"`).
+
+fn visible_env() -> WebShopEnv {
+    WebShopEnv::create("expert = \"visible\"").unwrap()
+}
+
+#[test]
+fn the_expert_key_is_parsed_and_checked() {
+    assert_eq!(env().config.expert, ExpertKind::Faithful);
+    assert_eq!(visible_env().config.expert, ExpertKind::Visible);
+    assert_eq!(WebShopEnv::create("expert = \"faithful\"").unwrap().config, WebShopConfig::default());
+    let err = WebShopEnv::create("expert = \"oracle\"").unwrap_err();
+    assert!(err.contains("unknown variant `oracle`, expected `faithful` or `visible`"), "{err}");
+    assert!(WebShopEnv::default_config().contains("expert = \"faithful\""));
+}
+
+#[test]
+fn instructions_are_read_from_their_text() {
+    use crate::visible::Instruction;
+    let parsed = Instruction::parse(
+        "i'm looking for a touch control wireless earbud headset with color: navy blue, and style: with charging \
+         case, and price lower than 40.00 dollars",
+    );
+    assert!(parsed.text.starts_with("i'm looking") && parsed.text.ends_with("40.00 dollars"));
+    assert_eq!(parsed.base, "i'm looking for a touch control wireless earbud headset");
+    assert_eq!(
+        parsed.options,
+        [("color".to_owned(), "navy blue".to_owned()), ("style".to_owned(), "with charging case".to_owned())]
+    );
+    assert_eq!(parsed.price_cap, Some(40.0));
+    assert_eq!(parsed.key_words(), "touch control wireless earbud headset navy blue charging case");
+    let bare = Instruction::parse("find me a soy wax scented candle");
+    assert_eq!((bare.base.as_str(), bare.options.len(), bare.price_cap), ("find me a soy wax scented candle", 0, None));
+    // The key words are the faithful expert's query for every goal: its search is already a visible function.
+    let env = env();
+    for goal in &env.catalogue().goals {
+        let key_words = expert::key_words(goal, env.catalogue().target(goal));
+        assert_eq!(Instruction::parse(&goal.instruction).key_words(), key_words, "{}", goal.instruction);
+    }
+}
+
+/// A results page as pages.rs renders one, listing (ASIN, price text) pairs under the same title.
+fn results_page(instruction: &str, page: usize, total: usize, listed: &[(&str, &str)]) -> String {
+    let mut parts = vec![
+        "Instruction:".to_owned(),
+        instruction.to_owned(),
+        "Back to Search".into(),
+        format!("Page {page} (Total results: {total})"),
+    ];
+    if page > 1 {
+        parts.push("< Prev".into());
+    }
+    parts.push("Next >".into());
+    for (asin, price) in listed {
+        parts.extend([(*asin).to_owned(), "Lumo Soy Wax Scented Candle, Gift Set".into(), (*price).to_owned()]);
+    }
+    parts.join(" [SEP] ")
+}
+
+#[test]
+fn the_visible_expert_follows_its_rules() {
+    use crate::visible::visible_step;
+    let instruction = "find me a soy wax scented candle with scent: vanilla, and size: 8 oz, and price lower than \
+                       20.00 dollars";
+    let act = |page: &str, history: &[&str]| visible_step(page, history).1;
+    let search = format!("WebShop [SEP] Instruction: [SEP] {instruction} [SEP] Search");
+    assert_eq!(act(&search, &[]), format!("search[{instruction}]"));
+    // The first product whose price, or the upper end of its range, is at most the cap.
+    let listed = [
+        ("B0AAAAAAA1", "$25.00"),
+        ("B0AAAAAAA2", "$15.00 to $21.00"),
+        ("B0AAAAAAA3", "$20.00"),
+        ("B0AAAAAAA4", "$9.99"),
+    ];
+    let page1 = results_page(instruction, 1, 12, &listed);
+    assert_eq!(act(&page1, &[&format!("search[{instruction}]")]), "click[B0AAAAAAA3]");
+    // Back from a product that lacked a wanted value, the products listed after it.
+    assert_eq!(act(&page1, &["click[b0aaaaaaa3]", "click[< prev]"]), "click[B0AAAAAAA4]");
+    assert_eq!(act(&page1, &["click[b0aaaaaaa4]", "click[< prev]"]), "click[next >]");
+    // On the last page, the first product left when none is cheap enough.
+    let page2 = results_page(instruction, 2, 12, &[("B0AAAAAAA5", "$30.00"), ("B0AAAAAAA6", "$40.00")]);
+    assert_eq!(act(&page2, &["click[< prev]", "click[next >]"]), "click[B0AAAAAAA5]");
+    assert!(act(&page2, &["click[b0aaaaaaa6]", "click[< prev]"]).starts_with("search["));
+    // Item pages: the wanted values in the instruction's order, then buy; a missing value sends it back.
+    let item = |values: &str| {
+        format!(
+            "Instruction: [SEP] {instruction} [SEP] Back to Search [SEP] < Prev [SEP] scent [SEP] {values} [SEP] size \
+             [SEP] 8 oz [SEP] 14 oz [SEP] Lumo Soy Wax Scented Candle, Gift Set [SEP] Price: $9.99 [SEP] Rating: N.A. \
+             [SEP] Description [SEP] Features [SEP] Reviews [SEP] Buy Now"
+        )
+    };
+    let full = item("vanilla [SEP] cinnamon");
+    assert_eq!(act(&full, &["click[b0aaaaaaa4]"]), "click[vanilla]");
+    assert_eq!(act(&full, &["click[b0aaaaaaa4]", "click[vanilla]"]), "click[8 oz]");
+    assert_eq!(act(&full, &["click[vanilla]", "click[8 oz]"]), "click[buy now]");
+    assert_eq!(act(&item("sandalwood [SEP] cinnamon"), &["click[b0aaaaaaa4]"]), "click[< prev]");
+    // A sub-page, and a page without an instruction.
+    let sub = format!("Instruction: [SEP] {instruction} [SEP] Back to Search [SEP] < Prev [SEP] The Lumo candle.");
+    assert_eq!(act(&sub, &["click[description]"]), "click[< prev]");
+    assert_eq!(act("Thank you for shopping with us!", &[]), "click[< prev]");
+}
+
+/// Plays the visible expert on (split, 0..n) and returns its wins, checking at every step that its response is
+/// what `visible_step` makes of the observation the agent was shown and the actions the environment reported
+/// (so its decisions use nothing else), and that its action is one of the admissible actions.
+fn visible_wins(split: &str, n: u64) -> u64 {
+    let mut env = visible_env();
+    let mut wins = 0;
+    for index in 0..n {
+        let mut observation = env.reset(split, index, 0).unwrap();
+        let mut history: Vec<String> = Vec::new();
+        loop {
+            let shown: Vec<&str> = history.iter().map(String::as_str).collect();
+            let (thought, action) = visible::visible_step(&observation, &shown);
+            let response = env.expert_action().unwrap().unwrap();
+            assert_eq!(response, ActionFormat::ThinkAction.wrap(&action, &thought), "{split} {index}");
+            assert!(env.admissible_actions().unwrap().contains(&action.to_lowercase()), "{split} {index}: {action}");
+            let r = env.step(&response).unwrap();
+            assert!(r.valid);
+            history.push(r.action);
+            observation = r.observation;
+            if r.done {
+                wins += u64::from(r.won);
+                break;
+            }
+        }
+    }
+    wins
+}
+
+#[test]
+fn the_visible_expert_decides_from_the_prompt_and_nearly_always_wins() {
+    // Measured: 999 of the 1000 eval goals, 500 of the 500 test goals, 1998 of train tasks 0..2000.
+    assert!(visible_wins("eval", 1000) >= 990);
+    assert!(visible_wins("test", 300) >= 297);
+    assert!(visible_wins("train", 300) >= 297);
+}
+
+#[test]
+fn the_visible_expert_transcript_snapshot() {
+    let mut env = visible_env();
+    let mut out = format!("{}\n", env.reset("test", 7, 0).unwrap());
+    out += &format!("admissible: {}\n", env.admissible_actions().unwrap().join(" | "));
+    loop {
+        let response = env.expert_action().unwrap().unwrap();
+        let r = env.step(&response).unwrap();
+        out += &format!("{response}\n(reward {}, won {})\n", r.reward, r.won);
+        if r.done {
+            break;
+        }
+    }
+    expect![[r#"
+        WebShop [SEP] Instruction: [SEP] i need a green tea box that is fair trade with flavor name: lemon ginger, and size: 100 count, and price lower than 60.00 dollars [SEP] Search
+        admissible: search[i need a green tea box that is fair trade with flavor name: lemon ginger, and size: 100 count, and price lower than 60.00 dollars]
+        <think>I will search for the instruction.</think><action>search[i need a green tea box that is fair trade with flavor name: lemon ginger, and size: 100 count, and price lower than 60.00 dollars]</action>
+        (reward 0, won false)
+        <think>The first result at most 60.00 dollars.</think><action>click[B0NHRRBEMW]</action>
+        (reward 0, won false)
+        <think>The instruction asks for lemon ginger.</think><action>click[lemon ginger]</action>
+        (reward 0, won false)
+        <think>The instruction asks for 100 count.</think><action>click[100 count]</action>
+        (reward 0, won false)
+        <think>Every wanted option is selected; I will buy it.</think><action>click[buy now]</action>
+        (reward 10, won true)
+    "#]].assert_eq(&out);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_visible_expert_acts_admissibly_from_anywhere(
+        index in 0u64..500,
+        actions in proptest::collection::vec("(click|search)\\[[a-z0-9 <>]{0,12}\\]", 0..8),
+    ) {
+        let mut env = visible_env();
+        env.reset("test", index, 0).unwrap();
+        let mut done = false;
+        for action in actions {
+            done = env.step(&think(&action)).unwrap().done;
+            if done {
+                break;
+            }
+        }
+        while !done {
+            let response = env.expert_action().unwrap().unwrap();
+            let action = atod_core::extract_think_action(&response, true).unwrap();
+            prop_assert!(env.admissible_actions().unwrap().contains(&action.to_lowercase()), "{}", action);
+            let r = env.step(&response).unwrap();
+            prop_assert!(r.valid);
+            done = r.done;
+        }
+    }
+}
