@@ -38,6 +38,15 @@
 //! - Questions are generated from templates: single-hop (as NQ), bridge and comparison (as HotpotQA); the train
 //!   and test splits replace NQ/HotpotQA's, and test answers' entities never occur in train questions. The seed
 //!   does not change a task: a question is fixed by (split, index), as a dataset row is.
+//!
+//! Keys that leave both originals, for models too small to imitate the faithful setting (all off by default):
+//! `question_types` plays a sub-split of one or two question types; `passages = "facts"` shows each retrieved
+//! passage as its first paragraph only; `information = "plain"` writes results one line per passage, unescaped;
+//! `instruction = "brief"` shortens the instruction; `expert_thoughts` (`"short"`, `"quote"`) and `expert_spaces`
+//! change only the wording of the expert's responses.
+//! With `top_k = 1` (a key both originals have) they bring every prompt of an episode under 400 tokens of a
+//! 1,024-token BPE (under 270 with the brief instruction), where the faithful passages overflow a 512-token budget
+//! and the fitted prompt loses the passages a comparison or a second hop needs.
 
 mod expert;
 mod kb;
@@ -54,6 +63,7 @@ use atod_core::{ActionFormat, EnvInfo, Environment, Error, PromptPieces, SplitIn
 use atod_envs::PluginEnvironment;
 use serde::{Deserialize, Serialize};
 
+pub use expert::Thoughts;
 pub use protocol::Protocol;
 pub use questions::{QuestionType, SPLITS};
 pub use reward::{exact_match, normalize_answer};
@@ -79,11 +89,71 @@ pub struct SearchQaConfig {
     pub bm25_k1: f64,
     /// BM25's length normalisation, from 0 to 1.
     pub bm25_b: f64,
+    /// The question types played (faithful: all three). A split then holds its own questions of these types, in
+    /// their order: `test` with `["single-hop"]` is its 500 single-hop questions (tasks 0, 3, 6, ... of the whole
+    /// split), and the split sizes shrink to match. Names: `single-hop`, `bridge`, `comparison`, each at most once
+    /// and in that order.
+    pub question_types: Vec<QuestionType>,
+    /// How a retrieved passage is shown (and read by the expert): `"full"` (faithful: the whole passage) or
+    /// `"facts"` (its first paragraph, the sentences about its own title; see `text::facts_passage`). Retrieval
+    /// still ranks the whole passages, so a query returns the same passages either way.
+    pub passages: PassageForm,
+    /// How search results are written: `"original"` (faithful: the protocol's own form) or `"plain"`
+    /// (`text::plain_information`: one line per passage, nothing escaped, in both protocols).
+    pub information: InformationForm,
+    /// The user message: `"original"` (faithful: the protocol's instruction and the question) or `"brief"`
+    /// (`text::brief_prompt`: the same request in two lines, about 40 tokens where verl-agent's takes 180).
+    pub instruction: Instruction,
+    /// The expert's thoughts: `"full"` (faithful to this crate's expert so far), `"short"` or `"quote"` (see
+    /// [`Thoughts`]).
+    pub expert_thoughts: Thoughts,
+    /// Whether the expert writes `<think> t </think>`, `<search> X </search>` and `<answer> X </answer>` (both
+    /// protocols strip the spaces) instead of `<search>X</search>` (see `expert::Style`).
+    pub expert_spaces: bool,
+}
+
+/// How a retrieved passage is shown; see [`SearchQaConfig::passages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PassageForm {
+    #[default]
+    Full,
+    Facts,
+}
+
+/// The user message; see [`SearchQaConfig::instruction`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Instruction {
+    #[default]
+    Original,
+    Brief,
+}
+
+/// How search results are written; see [`SearchQaConfig::information`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InformationForm {
+    #[default]
+    Original,
+    Plain,
 }
 
 impl Default for SearchQaConfig {
     fn default() -> Self {
-        Self { protocol: Protocol::VerlAgent, max_turns: 4, top_k: 3, bm25_k1: 0.9, bm25_b: 0.4 }
+        Self {
+            protocol: Protocol::VerlAgent,
+            max_turns: 4,
+            top_k: 3,
+            bm25_k1: 0.9,
+            bm25_b: 0.4,
+            question_types: QuestionType::ALL.to_vec(),
+            passages: PassageForm::Full,
+            information: InformationForm::Original,
+            instruction: Instruction::Original,
+            expert_thoughts: Thoughts::Full,
+            expert_spaces: false,
+        }
     }
 }
 
@@ -91,6 +161,7 @@ impl Default for SearchQaConfig {
 #[derive(Debug)]
 pub struct SearchQaEnv {
     config: SearchQaConfig,
+    selection: questions::Selection,
     world: &'static World,
     episode: Option<Episode>,
 }
@@ -100,6 +171,18 @@ pub struct SearchQaEnv {
 struct World {
     kb: kb::Kb,
     index: retrieval::Bm25Index,
+    /// The passages cut to their first paragraph (`passages = "facts"`), by passage id.
+    facts: Vec<kb::Passage>,
+}
+
+impl World {
+    /// The passages as `form` shows them, by passage id.
+    fn passages(&self, form: PassageForm) -> &[kb::Passage] {
+        match form {
+            PassageForm::Full => &self.kb.passages,
+            PassageForm::Facts => &self.facts,
+        }
+    }
 }
 
 fn world() -> &'static World {
@@ -107,7 +190,8 @@ fn world() -> &'static World {
     WORLD.get_or_init(|| {
         let kb = kb::Kb::generate();
         let index = retrieval::Bm25Index::build(kb.passages.iter().map(|p| format!("{}\n{}", p.title, p.text)));
-        World { kb, index }
+        let facts = kb.passages.iter().map(|p| text::facts_passage(&kb, p)).collect();
+        World { kb, index, facts }
     })
 }
 
@@ -129,6 +213,18 @@ struct Episode {
 impl SearchQaEnv {
     fn episode(&self) -> atod_core::Result<&Episode> {
         self.episode.as_ref().ok_or(Error::NotReset)
+    }
+
+    /// "Single-hop, bridge and comparison", or the types the config keeps.
+    fn question_types_text(&self) -> String {
+        let names: Vec<&str> = self.config.question_types.iter().map(|t| t.name()).collect();
+        let text = match names.as_slice() {
+            [] => String::new(),
+            [one] => (*one).to_owned(),
+            [init @ .., last] => format!("{} and {last}", init.join(", ")),
+        };
+        let mut chars = text.chars();
+        chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
     }
 }
 
@@ -154,7 +250,16 @@ impl PluginEnvironment for SearchQaEnv {
         check_bounds("searchqa", "top_k", config.top_k, 1, 10)?;
         check_bounds("searchqa", "bm25_k1", config.bm25_k1, 0.0, 100.0)?;
         check_bounds("searchqa", "bm25_b", config.bm25_b, 0.0, 1.0)?;
-        Ok(Self { config, world: world(), episode: None })
+        if config.question_types.is_empty() {
+            return Err("searchqa config: question_types must name at least one question type".into());
+        }
+        if !config.question_types.windows(2).all(|w| w[0] < w[1]) {
+            return Err("searchqa config: question_types must name each type at most once, in the order \
+                        single-hop, bridge, comparison"
+                .into());
+        }
+        let selection = questions::Selection::new(&config.question_types);
+        Ok(Self { config, selection, world: world(), episode: None })
     }
 }
 
@@ -167,16 +272,17 @@ impl Environment for SearchQaEnv {
             description: format!(
                 "Search-R1-style question answering in {}'s loop: search a generated encyclopedia of 21,440 \
                  passages (BM25, top {}) with <search>query</search> and reply with <answer>...</answer> within {} \
-                 responses. Single-hop, bridge and comparison questions. Reward 1 for an exact-match answer; {}.",
+                 responses. {} questions. Reward 1 for an exact-match answer; {}.",
                 rules.name(),
                 self.config.top_k,
                 rules.max_responses(self.config.max_turns),
+                self.question_types_text(),
                 match rules.invalid_penalty() {
                     0.0 => "no penalty for an invalid response".to_owned(),
                     penalty => format!("{penalty} per invalid response"),
                 },
             ),
-            splits: SPLITS.iter().map(|&(name, size)| SplitInfo::new(name, size)).collect(),
+            splits: SPLITS.iter().map(|&(name, size)| SplitInfo::new(name, self.selection.size(size))).collect(),
             action_format: ActionFormat::SearchAnswer,
         }
     }
@@ -184,9 +290,12 @@ impl Environment for SearchQaEnv {
     fn reset(&mut self, split: &str, index: u64, _seed: u64) -> atod_core::Result<String> {
         self.info().check_task(split, index)?;
         let split_idx = SPLITS.iter().position(|&(name, _)| name == split).unwrap_or(0);
-        let question = questions::question(&self.world.kb, split_idx, index);
+        let question = questions::question(&self.world.kb, split_idx, self.selection.split_index(index));
         let rules = self.config.protocol.rules();
-        let prompt = rules.prompt(&question.text);
+        let prompt = match self.config.instruction {
+            Instruction::Original => rules.prompt(&question.text),
+            Instruction::Brief => text::brief_prompt(&question.text),
+        };
         let transcript = rules.transcript_start(&prompt);
         self.episode = Some(Episode {
             question,
@@ -214,8 +323,15 @@ impl Environment for SearchQaEnv {
         let mut result = StepResult::continuing();
         if let Some(query) = &step.query {
             let ids = search(self.world, &self.config, query);
-            let passages: Vec<_> = ids.iter().map(|&i| &self.world.kb.passages[i]).collect();
-            let (recorded, shown) = rules.information(&passages);
+            let shown_passages = self.world.passages(self.config.passages);
+            let passages: Vec<_> = ids.iter().map(|&i| &shown_passages[i]).collect();
+            let (recorded, shown) = match self.config.information {
+                InformationForm::Original => rules.information(&passages),
+                InformationForm::Plain => {
+                    let plain = text::plain_information(&passages);
+                    (plain.clone(), plain)
+                }
+            };
             episode.transcript += &recorded;
             result.observation = shown;
             episode.retrieved.extend_from_slice(&ids);
@@ -245,9 +361,10 @@ impl Environment for SearchQaEnv {
         // answering any entity the latest passages name (titles included). Guessing among these rarely succeeds.
         let episode = self.episode()?;
         let kb = &self.world.kb;
+        let shown = self.world.passages(self.config.passages);
         let mut actions = vec![format!("<search>{}</search>", episode.question.text)];
         for &id in &episode.last {
-            let passage = &kb.passages[id];
+            let passage = &shown[id];
             actions.push(format!("<search>{}</search>", passage.title));
             actions.push(format!("<answer>{}</answer>", passage.title));
             for &entity in &passage.mentions {
@@ -262,8 +379,10 @@ impl Environment for SearchQaEnv {
 
     fn expert_action(&self) -> atod_core::Result<Option<String>> {
         let episode = self.episode()?;
-        let retrieved: Vec<_> = episode.retrieved.iter().map(|&i| &self.world.kb.passages[i]).collect();
-        Ok(Some(expert::respond(&episode.question, &retrieved)))
+        let shown = self.world.passages(self.config.passages);
+        let retrieved: Vec<_> = episode.retrieved.iter().map(|&i| &shown[i]).collect();
+        let style = expert::Style { thoughts: self.config.expert_thoughts, spaces: self.config.expert_spaces };
+        Ok(Some(expert::respond(&episode.question, &retrieved, style)))
     }
 
     fn prompt(&self) -> atod_core::Result<PromptPieces> {

@@ -5,14 +5,17 @@
 //! questions' answer entities (for a year, the entity the year belongs to; for a comparison, both entities) lie in
 //! the test pool, so no test answer is the answer, subject or hop of any train question.
 
+use serde::{Deserialize, Serialize};
+
 use crate::kb::{EntityRef, Kb, Medium, Rng};
 use crate::text::Relation;
 
 /// The splits and their sizes, training split first.
 pub const SPLITS: [(&str, u64); 2] = [("train", 10_000), ("test", 1_500)];
 
-/// The three question types of Search-R1's evaluation mix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The three question types of Search-R1's evaluation mix, in the order a split cycles through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum QuestionType {
     SingleHop,
     Bridge,
@@ -20,7 +23,10 @@ pub enum QuestionType {
 }
 
 impl QuestionType {
-    /// The name reported by `task_type`.
+    /// Every type, in the order task `index` of a split cycles through them (`index % 3`).
+    pub const ALL: [Self; 3] = [Self::SingleHop, Self::Bridge, Self::Comparison];
+
+    /// The name reported by `task_type` (and used in the config's `question_types`).
     pub fn name(self) -> &'static str {
         match self {
             Self::SingleHop => "single-hop",
@@ -51,10 +57,38 @@ pub struct Question {
     pub gold: Vec<usize>,
 }
 
+/// The tasks of a split of `size` questions when only `types` are played: the split's own questions of those
+/// types, in their order. `types` must be distinct and in [`QuestionType::ALL`]'s order (the config checks it);
+/// with all three, task `index` is the split's question `index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The positions in [`QuestionType::ALL`] of the types played, ascending.
+    positions: Vec<u64>,
+}
+
+impl Selection {
+    /// The selection of `types` (distinct, in [`QuestionType::ALL`]'s order).
+    pub fn new(types: &[QuestionType]) -> Self {
+        let positions = types.iter().map(|t| QuestionType::ALL.iter().position(|a| a == t).unwrap_or(0) as u64);
+        Self { positions: positions.collect() }
+    }
+
+    /// How many of a split's first `size` questions are of a selected type.
+    pub fn size(&self, size: u64) -> u64 {
+        self.positions.iter().map(|&p| size / 3 + u64::from(p < size % 3)).sum()
+    }
+
+    /// The index, in the whole split, of the selection's task `index`.
+    pub fn split_index(&self, index: u64) -> u64 {
+        let n = self.positions.len() as u64;
+        index / n * 3 + self.positions[(index % n) as usize]
+    }
+}
+
 /// The question of task `index` of split `split_idx` (an index into [`SPLITS`]).
 pub fn question(kb: &Kb, split_idx: usize, index: u64) -> Question {
     let mut rng = Rng::new(crate::kb::splitmix64(index ^ ((split_idx as u64 + 1) << 40)));
-    let kind = [QuestionType::SingleHop, QuestionType::Bridge, QuestionType::Comparison][(index % 3) as usize];
+    let kind = QuestionType::ALL[(index % 3) as usize];
     let test = split_idx == 1;
     loop {
         let Some(draw) = draw(kb, kind, &mut rng) else { continue };

@@ -559,11 +559,202 @@ fn config_errors_name_the_key() {
         top_k = 3
         bm25_k1 = 0.9
         bm25_b = 0.4
+        question_types = ["single-hop", "bridge", "comparison"]
+        passages = "full"
+        information = "original"
+        instruction = "original"
+        expert_thoughts = "full"
+        expert_spaces = false
     "#]]
     .assert_eq(&SearchQaEnv::default_config());
+    for (config, message) in [
+        ("question_types = []", "question_types must name at least one question type"),
+        ("question_types = [\"bridge\", \"bridge\"]", "each type at most once, in the order"),
+        ("question_types = [\"comparison\", \"single-hop\"]", "each type at most once, in the order"),
+        ("question_types = [\"multi-hop\"]", "unknown variant `multi-hop`"),
+        ("passages = \"short\"", "unknown variant `short`, expected `full` or `facts`"),
+        ("information = \"json\"", "unknown variant `json`, expected `original` or `plain`"),
+        ("expert_thoughts = \"none\"", "unknown variant `none`, expected one of `full`, `short`, `quote`"),
+        ("instruction = \"short\"", "unknown variant `short`, expected `original` or `brief`"),
+    ] {
+        let err = SearchQaEnv::create(config).unwrap_err();
+        assert!(err.contains(message), "{config}: {err}");
+    }
     expect!["Search-R1-style question answering in verl-agent's loop: search a generated encyclopedia of 21,440 passages (BM25, top 3) with <search>query</search> and reply with <answer>...</answer> within 4 responses. Single-hop, bridge and comparison questions. Reward 1 for an exact-match answer; -0.01 per invalid response."]
         .assert_eq(&env().info().description);
     expect!["Search-R1-style question answering in Search-R1's loop: search a generated encyclopedia of 21,440 passages (BM25, top 3) with <search>query</search> and reply with <answer>...</answer> within 3 responses. Single-hop, bridge and comparison questions. Reward 1 for an exact-match answer; no penalty for an invalid response."].assert_eq(&search_r1(2).info().description);
+}
+
+/// The environment of the compact setting: one passage per search, shown as its first paragraph, in the plain
+/// form, the brief instruction, and the expert's spaced wording with `thoughts`.
+fn compact(thoughts: &str, extra: &str) -> SearchQaEnv {
+    let config =
+        "top_k = 1\npassages = \"facts\"\ninformation = \"plain\"\ninstruction = \"brief\"\nexpert_spaces = true";
+    SearchQaEnv::create(&format!("{config}\nexpert_thoughts = \"{thoughts}\"\n{extra}")).unwrap()
+}
+
+#[test]
+fn a_selection_of_question_types_is_the_split_s_own_questions_of_those_types() {
+    use questions::Selection;
+    use QuestionType::{Bridge, Comparison, SingleHop};
+    // Sizes and indices against a plain enumeration of the split, for every selection and some split sizes.
+    for types in
+        [vec![SingleHop], vec![Bridge], vec![Comparison], vec![SingleHop, Comparison], QuestionType::ALL.to_vec()]
+    {
+        let selection = Selection::new(&types);
+        for size in [1, 2, 3, 4, 10, 1_500, 10_000] {
+            let own: Vec<u64> = (0..size).filter(|i| types.contains(&QuestionType::ALL[(i % 3) as usize])).collect();
+            assert_eq!(selection.size(size), own.len() as u64, "{types:?} of {size}");
+            let mapped: Vec<u64> = (0..selection.size(size)).map(|i| selection.split_index(i)).collect();
+            assert_eq!(mapped, own, "{types:?} of {size}");
+        }
+    }
+    // Through the environment: the split sizes shrink, and task i is the whole split's question of that type.
+    let mut single = SearchQaEnv::create("question_types = [\"single-hop\"]").unwrap();
+    let sizes: Vec<(String, u64)> = single.info().splits.iter().map(|s| (s.name.clone(), s.size)).collect();
+    assert_eq!(sizes, [("train".to_owned(), 3_334), ("test".to_owned(), 500)]);
+    let mut pair = SearchQaEnv::create("question_types = [\"bridge\", \"comparison\"]").unwrap();
+    assert_eq!(pair.info().splits[1].size, 1_000);
+    let mut all = env();
+    let task = |env: &mut SearchQaEnv, split, index| {
+        env.reset(split, index, 0).unwrap();
+        (env.prompt().unwrap().task, env.task_type().unwrap().unwrap())
+    };
+    for (index, whole) in [(0, 0), (1, 3), (499, 1_497)] {
+        assert_eq!(task(&mut single, "test", index), task(&mut all, "test", whole));
+    }
+    for (index, whole) in [(0, 1), (1, 2), (2, 4), (999, 1_499)] {
+        assert_eq!(task(&mut pair, "test", index), task(&mut all, "test", whole));
+    }
+    assert_eq!(task(&mut single, "train", 3_333), task(&mut all, "train", 9_999));
+    assert!(single.reset("test", 500, 0).is_err());
+    expect!["Search-R1-style question answering in verl-agent's loop: search a generated encyclopedia of 21,440 passages (BM25, top 3) with <search>query</search> and reply with <answer>...</answer> within 4 responses. Bridge and comparison questions. Reward 1 for an exact-match answer; -0.01 per invalid response."]
+        .assert_eq(&pair.info().description);
+}
+
+#[test]
+fn compact_setting_transcripts_of_each_question_type() {
+    let mut env = compact("quote", "");
+    let mut transcript = format!("prompt: {:?}\n", {
+        env.reset("test", 0, 0).unwrap();
+        env.prompt().unwrap().task
+    });
+    transcript.extend((0..3).map(|i| play_expert(&mut env, "test", i).2));
+    expect![[r#"
+        prompt: "Answer the question. Think inside <think> </think>, then either search with <search> query </search> or answer with <answer> answer </answer>.\nQuestion: in which year was Rineltam Press founded?\n"
+        obs: ""
+        type: single-hop
+        > <think> founding year of Rineltam Press? </think><search> Rineltam Press </search>
+        <information>Doc 1 (Title: Rineltam Press) Rineltam Press is a press headquartered in Faldra. Rineltam Press was founded by Halvor Elselmi in 1929.</information>
+        (reward 0, done false, won false, valid true)
+        > <think> Rineltam Press was founded by Halvor Elselmi in 1929. </think><answer> 1929 </answer>
+
+        (reward 1, done true, won true, valid true)
+        obs: ""
+        type: bridge
+        > <think> creator of Fenwennar Winter? </think><search> Fenwennar Winter </search>
+        <information>Doc 1 (Title: Fenwennar Winter) Fenwennar Winter is a film released in 1971. Fenwennar Winter was directed by Galsav Vorisbel.</information>
+        (reward 0, done false, won false, valid true)
+        > <think> Fenwennar Winter was directed by Galsav Vorisbel. birthplace of Galsav Vorisbel? </think><search> Galsav Vorisbel </search>
+        <information>Doc 1 (Title: Galsav Vorisbel) Galsav Vorisbel was a painter. Galsav Vorisbel was born in Savtam in 1936. Galsav Vorisbel worked for Gorwengal Bank.</information>
+        (reward 0, done false, won false, valid true)
+        > <think> Galsav Vorisbel was born in Savtam in 1936. </think><answer> Savtam </answer>
+
+        (reward 1, done true, won true, valid true)
+        obs: ""
+        type: comparison
+        > <think> population of Ithselgal? </think><search> Ithselgal </search>
+        <information>Doc 1 (Title: Ithselgal) Ithselgal is a city in Kaulia. Ithselgal has a population of 6461792 people. Ithselgal was first settled in 1071.</information>
+        (reward 0, done false, won false, valid true)
+        > <think> Ithselgal has a population of 6461792 people. population of Fenjastor? </think><search> Fenjastor </search>
+        <information>Doc 1 (Title: Fenjastor) Fenjastor is a city in Vorashia. Fenjastor has a population of 1325200 people. Fenjastor was first settled in 1579.</information>
+        (reward 0, done false, won false, valid true)
+        > <think> Ithselgal has a population of 6461792 people. Fenjastor has a population of 1325200 people. </think><answer> Ithselgal </answer>
+
+        (reward 1, done true, won true, valid true)
+    "#]]
+    .assert_eq(&transcript);
+    // The short thoughts say the same facts in the relation's words.
+    let mut short = compact("short", "");
+    expect![[r#"
+        obs: ""
+        type: bridge
+        > <think> creator of Fenwennar Winter? </think><search> Fenwennar Winter </search>
+        <information>Doc 1 (Title: Fenwennar Winter) Fenwennar Winter is a film released in 1971. Fenwennar Winter was directed by Galsav Vorisbel.</information>
+        (reward 0, done false, won false, valid true)
+        > <think> creator of Fenwennar Winter is Galsav Vorisbel. birthplace of Galsav Vorisbel? </think><search> Galsav Vorisbel </search>
+        <information>Doc 1 (Title: Galsav Vorisbel) Galsav Vorisbel was a painter. Galsav Vorisbel was born in Savtam in 1936. Galsav Vorisbel worked for Gorwengal Bank.</information>
+        (reward 0, done false, won false, valid true)
+        > <think> birthplace of Galsav Vorisbel is Savtam. </think><answer> Savtam </answer>
+
+        (reward 1, done true, won true, valid true)
+    "#]]
+    .assert_eq(&play_expert(&mut short, "test", 1).2);
+}
+
+/// The expert still solves every test question when it reads only the first paragraphs of top-1 passages, in
+/// both protocols, and the passages it needs are those retrieved.
+#[test]
+fn the_expert_solves_all_of_test_in_the_compact_setting() {
+    for mut env in [compact("quote", ""), compact("short", "protocol = \"search-r1\"\nmax_turns = 2")] {
+        for index in 0..SPLITS[1].1 {
+            let (won, retrieved, transcript) = play_expert(&mut env, "test", index);
+            assert!(won, "test {index}:\n{transcript}");
+            let gold = &env.episode.as_ref().unwrap().question.gold;
+            assert!(gold.iter().all(|g| retrieved.contains(g)), "test {index}:\n{transcript}");
+        }
+    }
+}
+
+/// Each style changes the wording only: the expert's actions (after the protocol's projection) are the same.
+#[test]
+fn the_expert_s_style_changes_its_wording_not_its_actions() {
+    let styles = [
+        "",
+        "expert_spaces = true",
+        "expert_thoughts = \"short\"",
+        "expert_thoughts = \"quote\"\nexpert_spaces = true",
+        "expert_thoughts = \"quote\"\npassages = \"facts\"",
+    ];
+    let actions = |config: &str| {
+        let mut env = SearchQaEnv::create(&format!("top_k = 1\n{config}")).unwrap();
+        let mut actions = Vec::new();
+        for index in 0..60 {
+            env.reset("train", index, 0).unwrap();
+            loop {
+                let response = env.expert_action().unwrap().unwrap();
+                assert!(response.starts_with("<think>"), "{response}");
+                let r = env.step(&response).unwrap();
+                actions.push(r.action);
+                if r.done {
+                    assert!(r.won);
+                    break;
+                }
+            }
+        }
+        actions
+    };
+    let faithful = actions(styles[0]);
+    for style in &styles[1..] {
+        assert_eq!(actions(style), faithful, "{style}");
+    }
+}
+
+#[test]
+fn facts_passages_keep_the_first_paragraph_and_its_mentions() {
+    let world = world();
+    for (full, facts) in world.kb.passages.iter().zip(&world.facts).step_by(97) {
+        assert_eq!(facts.title, full.title);
+        assert_eq!(Some(facts.text.as_str()), full.text.lines().next());
+        assert!(facts.mentions.iter().all(|m| full.mentions.contains(m)));
+        assert!(facts.mentions.iter().all(|&m| facts.text.contains(world.kb.name(m))));
+    }
+    // The plain form: one line per passage, nothing escaped.
+    let passages: Vec<&kb::Passage> = world.kb.passages[..2].iter().collect();
+    let plain = text::plain_information(&passages);
+    assert_eq!(plain.lines().count(), 2);
+    assert!(plain.starts_with("<information>Doc 1 (Title: ") && plain.ends_with("</information>"));
+    assert!(!plain.contains('"') && !plain.contains('\\'));
 }
 
 proptest! {

@@ -50,6 +50,16 @@ pub fn verl_agent_prompt(question: &str) -> String {
     )
 }
 
+/// The user message of the config's `instruction = "brief"` (atod's, not an original's): what the originals'
+/// instructions ask, in two lines, then the question. It keeps one `<answer>` example, as both originals' do,
+/// so that Search-R1's reward (which skips the prompt's example) reads it alike.
+pub fn brief_prompt(question: &str) -> String {
+    format!(
+        "Answer the question. Think inside <think> </think>, then either search with <search> query </search> or \
+         answer with <answer> answer </answer>.\nQuestion: {question}?\n"
+    )
+}
+
 /// Search-R1's observation after a search: `_passages2string` splits each passage's `contents` at its first
 /// newline into the quoted title and the text and writes `Doc {i}(Title: {title}) {text}\n`; the loop strips the
 /// result and wraps it as `\n\n<information>{results}</information>\n\n`.
@@ -73,6 +83,38 @@ pub fn verl_agent_information(passages: &[&Passage]) -> String {
         results += &format!("Doc {}: {}\n", i + 1, crate::tags::py_strip(&contents));
     }
     format!("\n<information>{{\"result\": {}}}</information>\n", crate::tags::json_string(&results))
+}
+
+/// The observation after a search in the config's `information = "plain"` form (atod's, not an original's):
+/// `<information>Doc {i} (Title: {title}) {text}\n...</information>`, each passage on one line (its paragraphs
+/// joined by a space), nothing escaped or quoted. A name then reads the same everywhere it occurs (` X`), where the
+/// originals' forms put it after a quote or an escaped newline in places, which a byte-level BPE encodes as other
+/// tokens.
+pub fn plain_information(passages: &[&Passage]) -> String {
+    let docs: Vec<String> = passages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("Doc {} (Title: {}) {}", i + 1, p.title, p.text.replace('\n', " ")))
+        .collect();
+    format!("<information>{}</information>", docs.join("\n"))
+}
+
+/// A passage cut to its first paragraph, for the config's `passages = "facts"`: the sentences that state its
+/// title's own facts (every sentence form [`Relation::read`] reads is there), without the paragraphs about
+/// related entities. Its mentions are those the first paragraph names.
+pub fn facts_passage(kb: &Kb, passage: &Passage) -> Passage {
+    let text = passage.text.split('\n').next().unwrap_or_default().to_owned();
+    let mentions = passage.mentions.iter().copied().filter(|&e| names_word(&text, kb.name(e))).collect();
+    Passage { title: passage.title.clone(), text, mentions }
+}
+
+/// Whether `text` holds `name` as whole words.
+fn names_word(text: &str, name: &str) -> bool {
+    text.match_indices(name).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + name.len()..].chars().next();
+        before.is_none_or(|c| !c.is_alphanumeric()) && after.is_none_or(|c| !c.is_alphanumeric())
+    })
 }
 
 /// A typed fact that a passage states about its own title, in one fixed sentence form.
@@ -117,6 +159,23 @@ impl Relation {
         }
     }
 
+    /// The sentence of a passage's text that states this fact about `title` (the one [`Relation::read`] reads),
+    /// whole and as written, if the passage states it.
+    pub fn quote<'a>(self, title: &str, text: &'a str) -> Option<&'a str> {
+        match self {
+            Self::BirthCity | Self::BirthYear => sentence_from(text, &format!("{title} was born in ")),
+            Self::Employer => sentence_from(text, &format!("{title} worked for ")),
+            Self::Founder | Self::FoundedYear => sentence_from(text, &format!("{title} was founded by ")),
+            Self::Creator => sentence_from(text, &format!("{title} was directed by "))
+                .or_else(|| sentence_from(text, &format!("{title} was written by "))),
+            Self::WorkYear => sentence_from(text, &format!("{title} is a film released in "))
+                .or_else(|| sentence_from(text, &format!("{title} is a novel published in "))),
+            Self::Country => sentence_from(text, &format!("{title} is a city in ")),
+            Self::Population => sentence_from(text, &format!("{title} has a population of ")),
+            Self::Capital => sentence_from(text, &format!("The capital of {title} is ")),
+        }
+    }
+
     /// Reads the fact about `title` from a passage's text, if the passage states it.
     pub fn read(self, title: &str, text: &str) -> Option<String> {
         let value = match self {
@@ -141,13 +200,19 @@ impl Relation {
 
 /// The rest of the sentence after `prefix`, where `prefix` starts a word.
 fn sentence_after<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    sentence_from(text, prefix).map(|sentence| sentence[prefix.len()..].trim_end_matches('.'))
+}
+
+/// The sentence that starts with `prefix` (at the start of a word), up to and with its full stop.
+fn sentence_from<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     let mut from = 0;
     while let Some(rel) = text[from..].find(prefix) {
         let start = from + rel;
         let starts_word = text[..start].chars().next_back().is_none_or(|c| !c.is_alphanumeric());
         if starts_word {
             let rest = &text[start + prefix.len()..];
-            return Some(&rest[..rest.find('.').unwrap_or(rest.len())]);
+            let end = start + prefix.len() + rest.find('.').map_or(rest.len(), |i| i + 1);
+            return Some(&text[start..end]);
         }
         from = start + prefix.len();
     }
