@@ -59,6 +59,9 @@ pub struct TurnSample {
     pub valid: bool,
     /// The reward of this step.
     pub reward: f64,
+    /// The environment's expert response in this state, for actors that ask for it (text policies, DAgger).
+    #[serde(skip)]
+    pub expert_response: Option<String>,
 }
 
 /// How one episode ended.
@@ -135,6 +138,27 @@ pub fn run_episodes<B: HotPathBackend>(
     max_turns: usize,
 ) -> anyhow::Result<Rollout> {
     run(envs, specs, &mut LmActor(policy), cfg, max_turns)
+}
+
+/// A rendered prompt and the expert's response to it: one DAgger transcript.
+pub type Labelled = (Vec<ChatMessage>, String);
+
+/// [`run_episodes`] that also labels every state the model reaches with the environment's expert response
+/// (DAgger): the returned pairs are each turn's rendered prompt and the expert's response to it, in play order.
+pub fn run_episodes_labelled<B: HotPathBackend>(
+    envs: &mut [Box<dyn Environment>],
+    specs: &[EpisodeSpec],
+    policy: &mut LmPolicy<B>,
+    cfg: &RenderConfig,
+    max_turns: usize,
+) -> anyhow::Result<(Rollout, Vec<Labelled>)> {
+    let rollout = run(envs, specs, &mut LabelActor(policy), cfg, max_turns)?;
+    let labels = rollout
+        .samples
+        .iter()
+        .filter_map(|sample| Some((sample.messages.clone(), sample.expert_response.clone()?)))
+        .collect();
+    Ok((rollout, labels))
 }
 
 /// [`run_episodes`] for a policy that answers with text only (the expert, the random policy): prompts are
@@ -236,6 +260,21 @@ impl<B: HotPathBackend> Actor for LmActor<'_, B> {
     }
     fn wants_expert(&self) -> bool {
         false
+    }
+    fn act(&mut self, _inputs: &[TurnInput], prompt_ids: &[Vec<u32>]) -> anyhow::Result<Vec<PolicyResponse>> {
+        Ok(self.0.generate_ids(prompt_ids)?)
+    }
+}
+
+/// A language model acting, with each state's expert response asked for (and kept in its sample).
+struct LabelActor<'a, B: HotPathBackend>(&'a mut LmPolicy<B>);
+
+impl<B: HotPathBackend> Actor for LabelActor<'_, B> {
+    fn tokenizer(&self) -> Option<&ChatTokenizer> {
+        Some(&self.0.tokenizer)
+    }
+    fn wants_expert(&self) -> bool {
+        true
     }
     fn act(&mut self, _inputs: &[TurnInput], prompt_ids: &[Vec<u32>]) -> anyhow::Result<Vec<PolicyResponse>> {
         Ok(self.0.generate_ids(prompt_ids)?)
@@ -372,6 +411,7 @@ fn run(
                 action: result.action,
                 valid: result.valid,
                 reward: result.reward,
+                expert_response: input.expert_response,
             });
             if !result.done {
                 still_live.push(i);
@@ -450,6 +490,35 @@ mod tests {
         assert!(rollout.samples.windows(2).all(|w| (w[0].traj, w[0].turn_idx) < (w[1].traj, w[1].turn_idx)));
         assert!(rollout.timing.generate_s > 0.0 && rollout.timing.env_s > 0.0);
         assert_eq!(rollout.overlong_prompts, 0);
+    }
+
+    /// DAgger labels: one per turn the model played, each the prompt the model saw and the expert's response in
+    /// the state the model had reached (not the expert's own trajectory).
+    #[test]
+    fn a_labelled_rollout_pairs_each_prompt_the_model_saw_with_the_experts_response() {
+        let mut policy = tiny_policy(6);
+        let specs = group_specs();
+        let cfg = RenderConfig { max_prompt_tokens: 200, ..RenderConfig::default() };
+        policy.reseed(7);
+        let (rollout, labels) =
+            run_episodes_labelled(&mut counter_envs(specs.len()), &specs, &mut policy, &cfg, 3).unwrap();
+        assert_eq!(labels.len(), rollout.samples.len());
+        for (sample, (messages, label)) in rollout.samples.iter().zip(&labels) {
+            assert_eq!(&sample.messages, messages);
+            // Replay the model's actions on a fresh environment: the label is the expert's answer there.
+            let mut env = counter_envs(1).pop().unwrap();
+            let task = &specs[sample.traj].task;
+            env.reset(&task.split, task.index, task.seed).unwrap();
+            for earlier in rollout.samples.iter().filter(|s| s.traj == sample.traj && s.turn_idx < sample.turn_idx) {
+                env.step(&earlier.response).unwrap();
+            }
+            assert_eq!(Some(label.clone()), env.expert_action().unwrap());
+        }
+        policy.reseed(7);
+        let plain = run_episodes(&mut counter_envs(specs.len()), &specs, &mut policy, &cfg, 3).unwrap();
+        let unlabelled: Vec<TurnSample> =
+            rollout.samples.iter().map(|s| TurnSample { expert_response: None, ..s.clone() }).collect();
+        assert_eq!(plain.samples, unlabelled, "labelling does not change what the model plays");
     }
 
     #[test]

@@ -184,6 +184,39 @@ pub struct SftConfig {
     /// depends on the count through float rounding only, but it does, so the count is part of the stage.
     #[serde(default = "default_shards")]
     pub shards: usize,
+    /// DAgger (Ross et al., 2011): during the stage, the model plays train episodes and every state it reaches
+    /// is labelled with the environment's expert response, and those transcripts join the demonstrations, so
+    /// that the model learns to recover from its own mistakes, which expert trajectories never show. Absent: the
+    /// demonstrations alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dagger: Option<DaggerConfig>,
+}
+
+/// When and how an SFT stage collects DAgger transcripts ([`SftConfig::dagger`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaggerConfig {
+    /// The first collection, after this many SFT steps.
+    pub start: u64,
+    /// Then one more every this many steps, while steps remain.
+    pub every: u64,
+    /// Train episodes the model plays per collection (each on fresh seeds).
+    pub episodes: u64,
+    /// The sampling temperature of those episodes.
+    #[serde(default = "default_dagger_temperature")]
+    pub temperature: f64,
+}
+
+fn default_dagger_temperature() -> f64 {
+    0.7
+}
+
+impl DaggerConfig {
+    /// The steps after which a collection runs, for a stage of `steps` steps: `start`, `start + every`, ... below
+    /// `steps`.
+    pub fn collections(&self, steps: u64) -> Vec<u64> {
+        (0..).map(|k| self.start + k * self.every).take_while(|&s| s < steps).collect()
+    }
 }
 
 fn default_shards() -> usize {
@@ -205,6 +238,21 @@ impl SftConfig {
         }
         if let Some(&bad) = self.snapshots.iter().find(|&&k| k == 0 || k > self.steps) {
             bail!("`snapshots` holds step {bad}, outside 1..={}", self.steps);
+        }
+        if let Some(dagger) = &self.dagger {
+            if dagger.start == 0 || dagger.start >= self.steps || dagger.every == 0 || dagger.episodes == 0 {
+                bail!(
+                    "`dagger` needs 1 <= start < steps ({}), every >= 1 and episodes >= 1 (got start {}, every {}, \
+                     episodes {})",
+                    self.steps,
+                    dagger.start,
+                    dagger.every,
+                    dagger.episodes
+                );
+            }
+            if !(dagger.temperature > 0.0 && dagger.temperature.is_finite()) {
+                bail!("`dagger.temperature` must be positive and finite, got {}", dagger.temperature);
+            }
         }
         Ok(())
     }
@@ -660,6 +708,32 @@ mod tests {
         assert!(err.contains("[0, 1] at every step") && err.contains("at step 1"), "{err}");
         let err = sft("prompt_loss_weight = 1.5").check().unwrap_err().to_string();
         assert!(err.contains("is 1.5 at step 0"), "{err}");
+    }
+
+    /// `dagger` collects at `start`, `start + every`, ... below `steps`; bad values are refused with the key
+    /// named; an SFT config without it serialises as before (its stage hash does not move).
+    #[test]
+    fn dagger_collections_and_their_checks() {
+        let sft = |extra: &str| -> SftConfig {
+            toml::from_str(&format!("preset = \"student-s\"\nsteps = 1000\n{extra}")).unwrap()
+        };
+        let with = sft("dagger = { start = 400, every = 200, episodes = 64 }");
+        with.check().unwrap();
+        let dagger = with.dagger.as_ref().unwrap();
+        assert_eq!(dagger.collections(1000), [400, 600, 800]);
+        assert_eq!(dagger.temperature, 0.7);
+        assert!(!toml::to_string(&sft("")).unwrap().contains("dagger"));
+        for bad in [
+            "dagger = { start = 0, every = 200, episodes = 64 }",
+            "dagger = { start = 1000, every = 200, episodes = 64 }",
+            "dagger = { start = 10, every = 0, episodes = 64 }",
+            "dagger = { start = 10, every = 10, episodes = 0 }",
+        ] {
+            let err = sft(bad).check().unwrap_err().to_string();
+            assert!(err.contains("`dagger` needs"), "{bad}: {err}");
+        }
+        let err = sft("dagger = { start = 10, every = 10, episodes = 4, temperature = 0 }").check().unwrap_err();
+        assert!(err.to_string().contains("dagger.temperature"), "{err}");
     }
 
     /// A student may start as a snapshot of the teacher's SFT: the teacher's stage is then asked to keep it, and

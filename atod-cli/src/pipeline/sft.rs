@@ -197,6 +197,11 @@ where
         SftTrainer { optim, rows, model: Some(model), config: config.clone(), rng, order: Vec::new() }
     }
 
+    /// Starts a new epoch at the next step: the rows (which may have grown) are shuffled afresh.
+    pub fn restart_epoch(&mut self) {
+        self.order.clear();
+    }
+
     /// The model being trained.
     pub fn model(&self) -> &atod_models::Transformer<B> {
         self.model.as_ref().expect("the model is only out during an optimiser step")
@@ -263,9 +268,28 @@ where
     B::seed(device, sft.seed);
     let mut trainer = SftTrainer::new(model_config.init::<B>(device)?, rows, sft);
     let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))?;
+    let collections = sft.dagger.as_ref().map(|d| d.collections(sft.steps)).unwrap_or_default();
+    let mut dagger_log = match sft.dagger {
+        Some(_) => Some(std::fs::File::create(out.join("dagger.jsonl"))?),
+        None => None,
+    };
     progress.start(sft.steps, &format!("sft {}", sft.preset));
     let started = Instant::now();
     for step in 0..sft.steps {
+        if let (Some(dagger), Some(round), Some(log)) =
+            (&sft.dagger, collections.iter().position(|&s| s == step), dagger_log.as_mut())
+        {
+            progress.set_message(&format!("dagger round {}: playing {} episodes", round + 1, dagger.episodes));
+            let record =
+                dagger_round(registry, config, &tokenizer, &model_config, &mut trainer, dagger, round, max_len)?;
+            writeln!(
+                log,
+                "{}",
+                serde_json::to_string(
+                    &serde_json::json!({ "step": step, "round": round + 1, "episodes": record.0, "success_rate": record.1, "transcripts_added": record.2, "transcripts": trainer.rows.len() })
+                )?
+            )?;
+        }
         let record = trainer.step(step)?;
         let loss_value = record.loss;
         writeln!(metrics, "{}", serde_json::to_string(&record)?)?;
@@ -313,6 +337,64 @@ where
     });
     std::fs::write(out.join("eval.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
     Ok(())
+}
+
+/// One DAgger collection ([`super::config::DaggerConfig`]): the current model plays `dagger.episodes` train
+/// episodes (seeds of their own per round), every state it reaches is labelled with the expert's response, and
+/// the labelled transcripts that fit in `max_len` tokens join the trainer's rows (its shuffle starts afresh).
+/// Returns the episodes played, the model's success rate on them and the transcripts added.
+#[allow(clippy::too_many_arguments)]
+fn dagger_round<B>(
+    registry: &Registry,
+    config: &SftRunConfig,
+    tokenizer: &ChatTokenizer,
+    model_config: &TransformerConfig,
+    trainer: &mut SftTrainer<B>,
+    dagger: &super::config::DaggerConfig,
+    round: usize,
+    max_len: usize,
+) -> anyhow::Result<(u64, f64, usize)>
+where
+    B: AutodiffBackend + HotPathBackend,
+    B::InnerBackend: HotPathBackend,
+{
+    let sft = &config.model;
+    let sampling = SamplingParams {
+        temperature: dagger.temperature as f32,
+        max_new_tokens: config.prompt.max_new_tokens,
+        ..SamplingParams::default()
+    };
+    // Seeds far from the demonstrations' (which start at `demos.seed`) and from other rounds'.
+    let seed = sft.seed.wrapping_mul(0x9E37_79B9).wrapping_add(1_000_003 * (round as u64 + 1));
+    let mut policy =
+        LmPolicy::new("dagger", trainer.model().valid(), model_config.clone(), tokenizer.clone(), sampling, seed)?;
+    let plugin = registry.get(&config.env.name)?;
+    let render = super::render_of(&config.env, &config.prompt);
+    let plan = crate::rollout::Sweep {
+        split: &config.env.train_split,
+        episodes: dagger.episodes,
+        seed,
+        batch: crate::evaluation::BATCH,
+    };
+    let mut labels = Vec::new();
+    let rollout = crate::rollout::sweep(plugin, &config.env.config_toml(), &plan, &(), |envs, specs| {
+        let (rollout, pairs) =
+            crate::rollout::run_episodes_labelled(envs, specs, &mut policy, &render, config.prompt.max_turns)?;
+        labels.extend(pairs);
+        Ok(rollout)
+    })?;
+    let won = rollout.episodes.iter().filter(|e| e.won).count();
+    let before = trainer.rows.len();
+    for (mut messages, response) in labels {
+        messages.push(ChatMessage::new(atod_core::Role::Assistant, response));
+        let encoded = tokenizer.encode_chat(&messages);
+        if encoded.ids.len() <= max_len && encoded.loss_mask.iter().any(|&m| m) {
+            trainer.rows.push((encoded.ids, encoded.loss_mask));
+        }
+    }
+    trainer.restart_epoch();
+    let played = rollout.episodes.len() as u64;
+    Ok((played, won as f64 / played.max(1) as f64, trainer.rows.len() - before))
 }
 
 #[cfg(test)]
