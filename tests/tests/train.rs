@@ -336,6 +336,63 @@ eval_episodes = 32
     assert_eq!(eval.json()["success_rate"].as_f64().unwrap(), trained);
 }
 
+/// DAgger in an SFT stage: the rounds run where the config says, each adds the labelled states the model reached
+/// (every one of its turns, so at least one per episode), and the stage still trains and evaluates.
+#[test]
+fn an_sft_stage_with_dagger_adds_the_states_its_model_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sft.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"name = "counter-dagger"
+stages_dir = "{}"
+[env]
+name = "counter"
+config = {{ max_target = 5 }}
+eval_split = "test"
+history = 1
+[prompt]
+max_prompt_tokens = 256
+max_new_tokens = 32
+max_turns = 4
+[demos]
+episodes = 40
+[tokenizer]
+vocab_size = 384
+[model]
+preset = "student-s"
+steps = 30
+batch_size = 8
+eval_episodes = 8
+dagger = {{ start = 10, every = 15, episodes = 6 }}
+"#,
+            dir.path().join("stages").display()
+        ),
+    )
+    .unwrap();
+    let sft = atod(&["sft", "--config", config.to_str().unwrap(), "--json"], &[]);
+    assert_eq!(sft.code, Some(0), "{}", sft.stderr);
+    let sft = sft.json();
+    let stage = Path::new(sft["stage"].as_str().unwrap());
+    let rounds = jsonl(&stage.join("dagger.jsonl"));
+    assert_eq!(rounds.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), [10, 25]);
+    let mut before = None;
+    for (k, round) in rounds.iter().enumerate() {
+        assert_eq!(round["round"].as_u64(), Some(k as u64 + 1));
+        assert_eq!(round["episodes"].as_u64(), Some(6));
+        let added = round["transcripts_added"].as_u64().unwrap();
+        assert!((6..=24).contains(&added), "{round}");
+        let total = round["transcripts"].as_u64().unwrap();
+        if let Some(before) = before {
+            assert_eq!(total, before + added);
+        }
+        before = Some(total);
+    }
+    assert_eq!(sft["result"]["transcripts"].as_u64(), before);
+    assert_eq!(jsonl(&stage.join("metrics.jsonl")).len(), 30);
+}
+
 /// The update split into shards (each on its own replica and thread, gradients summed with the aggregation's
 /// weights) is the whole mini-batch's update: one and three shards give the same first step, loss and gradient
 /// norm included, for token-mean and for a sequence-mean aggregation.

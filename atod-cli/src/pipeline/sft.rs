@@ -280,15 +280,9 @@ where
             (&sft.dagger, collections.iter().position(|&s| s == step), dagger_log.as_mut())
         {
             progress.set_message(&format!("dagger round {}: playing {} episodes", round + 1, dagger.episodes));
-            let record =
-                dagger_round(registry, config, &tokenizer, &model_config, &mut trainer, dagger, round, max_len)?;
-            writeln!(
-                log,
-                "{}",
-                serde_json::to_string(
-                    &serde_json::json!({ "step": step, "round": round + 1, "episodes": record.0, "success_rate": record.1, "transcripts_added": record.2, "transcripts": trainer.rows.len() })
-                )?
-            )?;
+            let round =
+                dagger_round(registry, config, &tokenizer, &model_config, &mut trainer, dagger, round, step, max_len)?;
+            writeln!(log, "{}", serde_json::to_string(&round)?)?;
         }
         let record = trainer.step(step)?;
         let loss_value = record.loss;
@@ -339,10 +333,27 @@ where
     Ok(())
 }
 
-/// One DAgger collection ([`super::config::DaggerConfig`]): the current model plays `dagger.episodes` train
-/// episodes (seeds of their own per round), every state it reaches is labelled with the expert's response, and
-/// the labelled transcripts that fit in `max_len` tokens join the trainer's rows (its shuffle starts afresh).
-/// Returns the episodes played, the model's success rate on them and the transcripts added.
+/// One DAgger collection, as `dagger.jsonl` records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DaggerRound {
+    /// The SFT steps done before it.
+    pub step: u64,
+    /// Its number, from 1.
+    pub round: usize,
+    /// Train episodes the model played.
+    pub episodes: u64,
+    /// The model's success rate on them.
+    pub success_rate: f64,
+    /// Labelled transcripts added (those that fit the token budget).
+    pub transcripts_added: usize,
+    /// Transcripts trained on from now on.
+    pub transcripts: usize,
+}
+
+/// One DAgger collection ([`super::config::DaggerConfig`]), the `round`-th (from 0), after `step` steps: the
+/// current model plays `dagger.episodes` train episodes (seeds of their own per round), every state it reaches is
+/// labelled with the expert's response, and the labelled transcripts that fit in `max_len` tokens join the
+/// trainer's rows (its shuffle starts afresh).
 #[allow(clippy::too_many_arguments)]
 fn dagger_round<B>(
     registry: &Registry,
@@ -352,8 +363,9 @@ fn dagger_round<B>(
     trainer: &mut SftTrainer<B>,
     dagger: &super::config::DaggerConfig,
     round: usize,
+    step: u64,
     max_len: usize,
-) -> anyhow::Result<(u64, f64, usize)>
+) -> anyhow::Result<DaggerRound>
 where
     B: AutodiffBackend + HotPathBackend,
     B::InnerBackend: HotPathBackend,
@@ -394,7 +406,14 @@ where
     }
     trainer.restart_epoch();
     let played = rollout.episodes.len() as u64;
-    Ok((played, won as f64 / played.max(1) as f64, trainer.rows.len() - before))
+    Ok(DaggerRound {
+        step,
+        round: round + 1,
+        episodes: played,
+        success_rate: won as f64 / played.max(1) as f64,
+        transcripts_added: trainer.rows.len() - before,
+        transcripts: trainer.rows.len(),
+    })
 }
 
 #[cfg(test)]
