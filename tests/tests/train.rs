@@ -268,16 +268,12 @@ fn config_errors_name_the_key_and_the_file() {
     assert!(run.stderr.contains("bad.toml") && run.stderr.contains("stepz"), "{}", run.stderr);
 }
 
-/// Supervised fine-tuning on the expert's demonstrations beats a uniformly random policy: on `counter`, where a
-/// tiny model learns the task in a hundred-odd steps (22% against random's 3% here), on the same held-out tasks.
-#[test]
-fn sft_beats_a_random_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sft.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"name = "counter-sft"
+/// Writes `dir/sft.toml`: an SFT stage of `student-s` on `counter` (targets up to 5), `max_turns` turns a
+/// turn limit, `episodes` demonstration episodes, and `model` as the rest of its `[model]` table.
+fn counter_sft(dir: &Path, max_turns: usize, episodes: u64, model: &str) -> std::path::PathBuf {
+    let config = dir.join("sft.toml");
+    let text = format!(
+        r#"name = "counter-sft"
 stages_dir = "{}"
 [env]
 name = "counter"
@@ -287,21 +283,27 @@ history = 1
 [prompt]
 max_prompt_tokens = 256
 max_new_tokens = 32
-max_turns = 8
+max_turns = {max_turns}
 [demos]
-episodes = 100
+episodes = {episodes}
 [tokenizer]
 vocab_size = 384
 [model]
 preset = "student-s"
-steps = 150
-batch_size = 16
-eval_episodes = 32
+{model}
 "#,
-            dir.path().join("stages").display()
-        ),
-    )
-    .unwrap();
+        dir.join("stages").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// Supervised fine-tuning on the expert's demonstrations beats a uniformly random policy: on `counter`, where a
+/// tiny model learns the task in a hundred-odd steps (22% against random's 3% here), on the same held-out tasks.
+#[test]
+fn sft_beats_a_random_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = counter_sft(dir.path(), 8, 100, "steps = 150\nbatch_size = 16\neval_episodes = 32");
     let sft = atod(&["sft", "--config", config.to_str().unwrap(), "--json"], &[]);
     assert_eq!(sft.code, Some(0), "{}", sft.stderr);
     let sft = sft.json();
@@ -341,36 +343,8 @@ eval_episodes = 32
 #[test]
 fn an_sft_stage_with_dagger_adds_the_states_its_model_reached() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sft.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"name = "counter-dagger"
-stages_dir = "{}"
-[env]
-name = "counter"
-config = {{ max_target = 5 }}
-eval_split = "test"
-history = 1
-[prompt]
-max_prompt_tokens = 256
-max_new_tokens = 32
-max_turns = 4
-[demos]
-episodes = 40
-[tokenizer]
-vocab_size = 384
-[model]
-preset = "student-s"
-steps = 30
-batch_size = 8
-eval_episodes = 8
-dagger = {{ start = 10, every = 15, episodes = 6 }}
-"#,
-            dir.path().join("stages").display()
-        ),
-    )
-    .unwrap();
+    let model = "steps = 30\nbatch_size = 8\neval_episodes = 8\ndagger = { start = 10, every = 15, episodes = 6 }";
+    let config = counter_sft(dir.path(), 4, 40, model);
     let sft = atod(&["sft", "--config", config.to_str().unwrap(), "--json"], &[]);
     assert_eq!(sft.code, Some(0), "{}", sft.stderr);
     let sft = sft.json();

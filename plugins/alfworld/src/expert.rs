@@ -38,27 +38,8 @@ pub fn next(world: &World, seen: &[bool]) -> (String, Command) {
                 None => explore(world, seen, goal.target, &format!("find {}", with_article(&lamp_type))),
             };
         }
-        if let Some(treatment) = goal.task_type.treatment() {
-            if !treated(held, Some(treatment)) {
-                let appliance = world.receptacles.iter().position(|r| r.kind == treatment.appliance());
-                let Some(a) = appliance else { return look() };
-                let subgoal = format!("{} the {} with {}", treatment.verb(), held.name, r_name(a));
-                return if world.at == Some(a) {
-                    (format!("Subgoal: {subgoal}."), Command::Treat(treatment, h, a))
-                } else {
-                    (format!("Subgoal: {subgoal}. I go to {} first.", r_name(a)), Command::GoTo(a))
-                };
-            }
-        }
-        let Some(t) = target else { return look() };
-        let subgoal = format!("put the {} in {}", held.name, r_name(t));
-        return if world.at != Some(t) {
-            (format!("Subgoal: {subgoal}. I go there."), Command::GoTo(t))
-        } else if !world.receptacles[t].open {
-            (format!("Subgoal: {subgoal}. It is closed, so I open it."), Command::Open(t))
-        } else {
-            (format!("Subgoal: {subgoal}."), Command::Move(h, t))
-        };
+        let appliance = |kind: &str| world.receptacles.iter().position(|r| r.kind == kind);
+        return treat_and_place(world, h, appliance, target);
     }
     // Hands are empty: fetch a goal object that is not yet where it belongs.
     let wanted = |o: usize| {
@@ -84,6 +65,38 @@ pub fn next(world: &World, seen: &[bool]) -> (String, Command) {
             (format!("Subgoal: take the {}. It is in {}.", world.objects[o].name, r_name(r)), Command::GoTo(r))
         }
         None => explore(world, seen, goal.object, &format!("find {}", with_article(&obj))),
+    }
+}
+
+/// With the goal object `h` in hand: heat, clean or cool it at the appliance `appliance` picks (by type) when the
+/// task asks and it is not yet done, then put it in `target`, opening it first if it is closed.
+fn treat_and_place(
+    world: &World,
+    h: usize,
+    appliance: impl Fn(&str) -> Option<usize>,
+    target: Option<usize>,
+) -> (String, Command) {
+    let held = &world.objects[h];
+    let r_name = |r: usize| world.receptacles[r].name.clone();
+    if let Some(treatment) = world.goal.task_type.treatment() {
+        if !treated(held, Some(treatment)) {
+            let Some(a) = appliance(treatment.appliance()) else { return look() };
+            let subgoal = format!("{} the {} with {}", treatment.verb(), held.name, r_name(a));
+            return if world.at == Some(a) {
+                (format!("Subgoal: {subgoal}."), Command::Treat(treatment, h, a))
+            } else {
+                (format!("Subgoal: {subgoal}. I go to {} first.", r_name(a)), Command::GoTo(a))
+            };
+        }
+    }
+    let Some(t) = target else { return look() };
+    let subgoal = format!("put the {} in {}", held.name, r_name(t));
+    if world.at != Some(t) {
+        (format!("Subgoal: {subgoal}. I go there."), Command::GoTo(t))
+    } else if !world.receptacles[t].open {
+        (format!("Subgoal: {subgoal}. It is closed, so I open it."), Command::Open(t))
+    } else {
+        (format!("Subgoal: {subgoal}."), Command::Move(h, t))
     }
 }
 
@@ -219,28 +232,8 @@ pub fn next_visible(world: &World, searched: &[bool]) -> (String, Command) {
                 }
             };
         }
-        if let Some(treatment) = goal.task_type.treatment() {
-            if !treated(held, Some(treatment)) {
-                let Some(a) = first_by_name(world, |r| world.receptacles[r].kind == treatment.appliance()) else {
-                    return look();
-                };
-                let subgoal = format!("{} the {} with {}", treatment.verb(), held.name, r_name(a));
-                return if world.at == Some(a) {
-                    (format!("Subgoal: {subgoal}."), Command::Treat(treatment, h, a))
-                } else {
-                    (format!("Subgoal: {subgoal}. I go to {} first.", r_name(a)), Command::GoTo(a))
-                };
-            }
-        }
-        let Some(t) = target else { return look() };
-        let subgoal = format!("put the {} in {}", held.name, r_name(t));
-        return if world.at != Some(t) {
-            (format!("Subgoal: {subgoal}. I go there."), Command::GoTo(t))
-        } else if !world.receptacles[t].open {
-            (format!("Subgoal: {subgoal}. It is closed, so I open it."), Command::Open(t))
-        } else {
-            (format!("Subgoal: {subgoal}."), Command::Move(h, t))
-        };
+        let appliance = |kind: &str| first_by_name(world, |r| world.receptacles[r].kind == kind);
+        return treat_and_place(world, h, appliance, target);
     }
     // Hands are empty: take a goal object seen here, unless here is the target, else search on.
     match visible_here(goal.object) {
