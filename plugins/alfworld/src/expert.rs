@@ -144,16 +144,20 @@ fn placement_target(world: &World) -> Option<usize> {
     })
 }
 
+/// Whether receptacle `r` is worth searching for `kind`: a lamp stand for a lamp, else a receptacle that can
+/// hold the type and is not of the goal's target type.
+fn searchable(world: &World, r: usize, kind: &str) -> bool {
+    let recep = world.receptacles[r].kind;
+    if kind.ends_with("Lamp") {
+        tables::LAMP_STANDS.contains(&recep)
+    } else {
+        tables::holds(recep, kind) && recep != world.goal.target
+    }
+}
+
 /// The next receptacle to search for `kind`: unseen ones that can hold it, surfaces before closed ones.
 fn explore(world: &World, seen: &[bool], kind: &str, subgoal: &str) -> (String, Command) {
-    let can_hold = |r: usize| {
-        let recep = world.receptacles[r].kind;
-        if kind.ends_with("Lamp") {
-            tables::LAMP_STANDS.contains(&recep)
-        } else {
-            tables::holds(recep, kind) && recep != world.goal.target
-        }
-    };
+    let can_hold = |r: usize| searchable(world, r, kind);
     let unseen = (0..world.receptacles.len()).filter(|&r| seen.get(r) != Some(&true) && can_hold(r));
     let next = unseen.min_by_key(|&r| (world.receptacles[r].openable, r));
     let Some(r) = next else { return look() };
@@ -204,8 +208,8 @@ fn with_article(noun: &str) -> String {
 /// open since the last object was taken or put (the action history since the last `take` or `move`).
 ///
 /// It searches the receptacles that can hold what it looks for, surfaces first and then those that open (which a
-/// receptacle's type tells), each in the order the admissible list names them, skipping those in `searched`, and restarts that search after every `take` and `move`: it never acts on
-/// where it saw something earlier. The target receptacle is the first of the goal's type by name.
+/// receptacle's type tells), each in the order the admissible list names them, skipping those in `searched`, and
+/// restarts that search after every `take` and `move`: it never acts on where it saw something earlier. The target receptacle is the first of the goal's type by name.
 pub fn next_visible(world: &World, searched: &[bool]) -> (String, Command) {
     let goal = &world.goal;
     let here_open = world.at.filter(|&r| world.receptacles[r].open);
@@ -254,14 +258,7 @@ fn first_by_name(world: &World, keep: impl Fn(usize) -> bool) -> Option<usize> {
 /// The next step of the visible search for `kind`: open the receptacle here if it is a closed candidate, else go
 /// to the first candidate by name not yet searched.
 fn search(world: &World, searched: &[bool], kind: &str, subgoal: &str) -> (String, Command) {
-    let can_hold = |r: usize| {
-        let recep = world.receptacles[r].kind;
-        if kind.ends_with("Lamp") {
-            tables::LAMP_STANDS.contains(&recep)
-        } else {
-            tables::holds(recep, kind) && recep != world.goal.target
-        }
-    };
+    let can_hold = |r: usize| searchable(world, r, kind);
     if let Some(r) = world.at {
         if can_hold(r) && !world.receptacles[r].open {
             let name = &world.receptacles[r].name;
