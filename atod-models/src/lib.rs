@@ -1,5 +1,5 @@
-//! atod's models on burn: backends and devices and the chat tokenizer today; the Qwen2/Llama-style transformer,
-//! KV-cached generation, scoring and checkpoints arrive with the models issue (DESIGN.md §7).
+//! atod's models on burn: backends and devices, the chat tokenizer, the Qwen2/Qwen3/Llama-style transformer,
+//! KV-cached generation, scoring and Hugging Face checkpoints (DESIGN.md §7).
 //!
 //! Architecture invariant: `B: Backend` generics live here, in atod-losses and in the trainer; the flex CPU
 //! backend is the default and burn's CUDA backend is behind the `cuda` cargo feature.

@@ -1,10 +1,17 @@
-//! A Qwen2/Llama-style decoder-only transformer.
+//! A Qwen2/Qwen3/Llama-style decoder-only transformer.
 //!
 //! The architecture is Qwen2's (Qwen2 Technical Report, arXiv 2407.10671) and Llama's (arXiv 2302.13971): token
 //! embeddings, `L` pre-norm blocks of grouped-query self-attention with rotary positions (RoFormer, arXiv
 //! 2104.09864, in the "rotate half" layout of Hugging Face's `modeling_qwen2.py`) and a SwiGLU MLP, a final
 //! RMSNorm and a language-model head that may share the embedding matrix. Qwen2 puts biases on the q/k/v
 //! projections and Llama (by default) does not; everything else is the same, so one model serves both.
+//!
+//! Qwen3 (Qwen3 Technical Report, arXiv 2505.09388; `modular_qwen3.py` in transformers) is Llama's attention
+//! with two additions: a per-head RMSNorm on queries and keys (`q_norm`, `k_norm`, weights of width `head_dim`),
+//! applied after the projections are split into heads and before the rotary positions, so the KV cache holds
+//! normed keys; and a `head_dim` of its own, not necessarily `hidden_size / num_attention_heads` (Qwen3-0.6B: d
+//! 1024, 16 heads of 128). Like Llama, its q/k/v *and* o projections carry biases exactly when `attention_bias`
+//! says so (default false); Qwen2's o projection never has one.
 //!
 //! The config mirrors Hugging Face's `config.json`, so real checkpoints load (see `checkpoint.rs`). Parameter
 //! names follow the checkpoint's tensor names. The KV cache is a separate struct ([`KvCache`]); positions and
@@ -33,12 +40,14 @@ pub enum ModelType {
     Qwen2,
     /// Llama: no attention biases unless `attention_bias` says so.
     Llama,
+    /// Qwen3: per-head RMSNorm on queries and keys, its own `head_dim`, biases as `attention_bias` says.
+    Qwen3,
 }
 
-/// The model's hyperparameters, field for field as in a Hugging Face `config.json` (Qwen2 or Llama).
+/// The model's hyperparameters, field for field as in a Hugging Face `config.json` (Qwen2, Qwen3 or Llama).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransformerConfig {
-    /// `qwen2` or `llama`.
+    /// `qwen2`, `qwen3` or `llama`.
     pub model_type: ModelType,
     /// Vocabulary size (rows of the embedding and of the head).
     pub vocab_size: usize,
@@ -48,7 +57,7 @@ pub struct TransformerConfig {
     pub intermediate_size: usize,
     /// Number of decoder blocks.
     pub num_hidden_layers: usize,
-    /// Number of query heads; `hidden_size` must be a multiple of it.
+    /// Number of query heads; `hidden_size` must be a multiple of it unless `head_dim` is given.
     pub num_attention_heads: usize,
     /// Number of key/value heads (grouped-query attention); divides `num_attention_heads`.
     pub num_key_value_heads: usize,
@@ -64,9 +73,15 @@ pub struct TransformerConfig {
     /// Whether the head reuses the embedding matrix.
     #[serde(default)]
     pub tie_word_embeddings: bool,
-    /// Biases on the q/k/v projections; Qwen2 always has them, so `None` means "the family's default".
+    /// Biases on the q/k/v projections (and, for Llama and Qwen3, on o); Qwen2 always has them on q/k/v, so
+    /// `None` means "the family's default".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_bias: Option<bool>,
+    /// The width of one attention head; `None` (every Qwen2 config, most Llama ones) means
+    /// `hidden_size / num_attention_heads`. Qwen3 configs give it explicitly. Left out of the serialised config
+    /// when `None`, so configs without it read and write exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
     /// The activation; only `silu` (SwiGLU) is supported.
     #[serde(default = "default_act")]
     pub hidden_act: String,
@@ -132,6 +147,7 @@ impl TransformerConfig {
             rms_norm_eps: default_rms_eps(),
             tie_word_embeddings: true,
             attention_bias: None,
+            head_dim: None,
             hidden_act: default_act(),
         }
     }
@@ -174,14 +190,25 @@ impl TransformerConfig {
         Ok(preset(vocab_size))
     }
 
-    /// Dimension of one head.
+    /// Dimension of one head: the config's `head_dim`, or `hidden_size / num_attention_heads` without one.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.head_dim.unwrap_or_else(|| self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// Whether q/k/v carry biases.
     pub fn qkv_bias(&self) -> bool {
         self.attention_bias.unwrap_or(self.model_type == ModelType::Qwen2)
+    }
+
+    /// Whether the output projection carries a bias: never for Qwen2, `attention_bias` for Llama and Qwen3 (as
+    /// `LlamaAttention` builds `o_proj`).
+    pub fn o_bias(&self) -> bool {
+        self.model_type != ModelType::Qwen2 && self.qkv_bias()
+    }
+
+    /// Whether queries and keys pass through a per-head RMSNorm (`q_norm`, `k_norm`) before the rotary positions.
+    pub fn qk_norm(&self) -> bool {
+        self.model_type == ModelType::Qwen3
     }
 
     /// Checks the shape constraints; every loader and `init` calls it.
@@ -190,7 +217,15 @@ impl TransformerConfig {
         if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
             return bad("vocab_size, hidden_size and num_hidden_layers must be positive".into());
         }
-        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.num_attention_heads == 0 {
+            return bad("num_attention_heads must be positive".into());
+        }
+        if self.head_dim == Some(0) {
+            return bad("head_dim must be positive".into());
+        }
+        // With an explicit head_dim (Qwen3), the projections map d to heads * head_dim and back: nothing ties d
+        // to the number of heads.
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -214,15 +249,18 @@ impl TransformerConfig {
     /// The number of parameters (tied embeddings counted once).
     pub fn num_params(&self) -> usize {
         let (d, v, f) = (self.hidden_size, self.vocab_size, self.intermediate_size);
-        let kv = self.num_key_value_heads * self.head_dim();
-        let bias = if self.qkv_bias() { d + 2 * kv } else { 0 };
-        let layer = d * d + 2 * d * kv + d * d + bias + 3 * d * f + 2 * d;
+        let (q, kv) = (self.num_attention_heads * self.head_dim(), self.num_key_value_heads * self.head_dim());
+        let qkv_bias = if self.qkv_bias() { q + 2 * kv } else { 0 };
+        let o_bias = if self.o_bias() { d } else { 0 };
+        let qk_norm = if self.qk_norm() { 2 * self.head_dim() } else { 0 };
+        let attention = d * q + 2 * d * kv + q * d + qkv_bias + o_bias + qk_norm;
+        let layer = attention + 3 * d * f + 2 * d;
         let head = if self.tie_word_embeddings { 0 } else { v * d };
         v * d + self.num_hidden_layers * layer + d + head
     }
 
-    /// A freshly initialised model: weights ~ N(0, 0.02) as Hugging Face's `_init_weights`, norms at 1,
-    /// biases at 0. The backend's seed (`B::seed`) makes it reproducible.
+    /// A freshly initialised model: weights ~ N(0, 0.02) as Hugging Face's `_init_weights`, norms (Qwen3's
+    /// `q_norm` and `k_norm` included) at 1, biases at 0. The backend's seed (`B::seed`) makes it reproducible.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Transformer<B>> {
         self.validate()?;
         let init = Initializer::Normal { mean: 0.0, std: 0.02 };
@@ -235,14 +273,17 @@ impl TransformerConfig {
         };
         let norm =
             |d: usize| RmsNorm { gamma: Param::from_tensor(Tensor::ones([d], device)), epsilon: self.rms_norm_eps };
-        let (d, kv) = (self.hidden_size, self.num_key_value_heads * self.head_dim());
+        let (d, head_dim) = (self.hidden_size, self.head_dim());
+        let (q, kv) = (self.num_attention_heads * head_dim, self.num_key_value_heads * head_dim);
         let layers = (0..self.num_hidden_layers)
             .map(|_| DecoderLayer {
                 self_attn: Attention {
-                    q_proj: linear(d, d, self.qkv_bias()),
+                    q_proj: linear(d, q, self.qkv_bias()),
                     k_proj: linear(d, kv, self.qkv_bias()),
                     v_proj: linear(d, kv, self.qkv_bias()),
-                    o_proj: linear(d, d, false),
+                    o_proj: linear(q, d, self.o_bias()),
+                    q_norm: self.qk_norm().then(|| norm(head_dim)),
+                    k_norm: self.qk_norm().then(|| norm(head_dim)),
                 },
                 mlp: Mlp {
                     gate_proj: linear(d, self.intermediate_size, false),
@@ -263,6 +304,7 @@ impl TransformerConfig {
             lm_head,
             heads: self.num_attention_heads,
             kv_heads: self.num_key_value_heads,
+            head_dim,
             rope_theta: self.rope_theta,
         })
     }
@@ -286,6 +328,7 @@ pub struct Transformer<B: Backend> {
     pub lm_head: Option<Linear<B>>,
     heads: usize,
     kv_heads: usize,
+    head_dim: usize,
     rope_theta: f64,
 }
 
@@ -313,6 +356,10 @@ pub struct Attention<B: Backend> {
     pub v_proj: Linear<B>,
     /// `o_proj`: `[heads * head_dim, d]`.
     pub o_proj: Linear<B>,
+    /// `q_norm`: Qwen3's RMSNorm of each query head, `[head_dim]`; `None` for Qwen2 and Llama.
+    pub q_norm: Option<RmsNorm<B>>,
+    /// `k_norm`: Qwen3's RMSNorm of each key head, `[head_dim]`; `None` for Qwen2 and Llama.
+    pub k_norm: Option<RmsNorm<B>>,
 }
 
 /// SwiGLU: `down(silu(gate(x)) * up(x))`.
@@ -435,6 +482,11 @@ impl<B: Backend> Transformer<B> {
         (self.heads, self.kv_heads)
     }
 
+    /// The width of one attention head.
+    pub(crate) fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
     /// The rotary base.
     pub(crate) fn rope_theta(&self) -> f64 {
         self.rope_theta
@@ -461,7 +513,7 @@ impl<B: Backend> Transformer<B> {
         let rope = self.rope(&positions, &device);
         let mut x = self.embed_tokens.forward(ids);
         for layer in &self.layers {
-            let (out, _) = layer.forward(x, &rope, mask.as_ref(), None, self.heads, self.kv_heads);
+            let (out, _) = layer.forward(x, &rope, mask.as_ref(), None, self.shape());
             x = out;
         }
         self.norm.forward(x)
@@ -561,12 +613,17 @@ impl<B: Backend> Transformer<B> {
         let rope = self.rope(positions, &device);
         let mut x = self.embed_tokens.forward(ids);
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let (out, kv) = layer.forward(x, &rope, Some(mask), slot.take(), self.heads, self.kv_heads);
+            let (out, kv) = layer.forward(x, &rope, Some(mask), slot.take(), self.shape());
             *slot = Some(kv);
             x = out;
         }
         let last = self.norm.forward(x.narrow(1, time - 1, 1));
         self.head(last).reshape([batch, self.vocab_size()])
+    }
+
+    /// The attention's head layout.
+    fn shape(&self) -> HeadShape {
+        HeadShape { heads: self.heads, kv_heads: self.kv_heads, head_dim: self.head_dim }
     }
 
     /// Rotary tables for the given positions, in the "rotate half" layout, laid out per projection width so
@@ -577,7 +634,7 @@ impl<B: Backend> Transformer<B> {
     /// - output: cos/sin `[batch, time, heads * head_dim]` for queries and `[batch, time, kv_heads * head_dim]`
     ///   for keys; rotation matrices `[heads * head_dim]^2` and `[kv_heads * head_dim]^2`
     fn rope(&self, positions: &[Vec<usize>], device: &B::Device) -> Rope<B> {
-        let head_dim = self.embed_tokens.weight.dims()[1] / self.heads;
+        let head_dim = self.head_dim;
         let half = head_dim / 2;
         let batch = positions.len();
         let time = positions.first().map_or(0, Vec::len);
@@ -619,6 +676,14 @@ impl<B: Backend> Transformer<B> {
         let (cos_k, sin_k, rot_k) = table(self.kv_heads);
         Rope { cos_q, sin_q, rot_q, cos_k, sin_k, rot_k }
     }
+}
+
+/// How the attention splits its projections: `heads` query heads and `kv_heads` key/value heads of `head_dim`.
+#[derive(Debug, Clone, Copy)]
+struct HeadShape {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
 }
 
 struct Rope<B: Backend> {
@@ -685,11 +750,9 @@ impl<B: Backend> DecoderLayer<B> {
         rope: &Rope<B>,
         mask: Option<&Tensor<B, 4, Bool>>,
         past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
-        heads: usize,
-        kv_heads: usize,
+        shape: HeadShape,
     ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
-        let (attn, kv) =
-            self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, mask, past, heads, kv_heads);
+        let (attn, kv) = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, mask, past, shape);
         let x = x + attn;
         let x = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
         (x, kv)
@@ -697,21 +760,30 @@ impl<B: Backend> DecoderLayer<B> {
 }
 
 impl<B: Backend> Attention<B> {
+    /// # Shapes
+    /// - `x`: `[batch, time, d]`; `mask`: `[batch, 1, time, past + time]`
+    /// - output: `[batch, time, d]` and the keys/values `[batch, kv_heads, past + time, head_dim]`
     fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
         mask: Option<&Tensor<B, 4, Bool>>,
         past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
-        heads: usize,
-        kv_heads: usize,
+        shape: HeadShape,
     ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
-        let [batch, time, d] = x.dims();
-        let head_dim = d / heads;
+        let HeadShape { heads, kv_heads, head_dim } = shape;
+        let [batch, time, _] = x.dims();
+        // Qwen3's per-head norm, on the unsplit layout: (B, T, H*hd) -> (B, T, H, hd), normed over hd, and back.
+        let head_norm = |t: Tensor<B, 3>, norm: &Option<RmsNorm<B>>, n: usize| match norm {
+            Some(norm) => norm.forward(t.reshape([batch, time, n, head_dim])).reshape([batch, time, n * head_dim]),
+            None => t,
+        };
         // (B, T, H*hd) -> (B, H, T, hd)
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, time, n, head_dim]).swap_dims(1, 2);
-        let q = split(rope.apply(self.q_proj.forward(x.clone()), false), heads);
-        let k = split(rope.apply(self.k_proj.forward(x.clone()), true), kv_heads);
+        let q = head_norm(self.q_proj.forward(x.clone()), &self.q_norm, heads);
+        let k = head_norm(self.k_proj.forward(x.clone()), &self.k_norm, kv_heads);
+        let q = split(rope.apply(q, false), heads);
+        let k = split(rope.apply(k, true), kv_heads);
         let v = split(self.v_proj.forward(x), kv_heads);
         let (k, v) = match past {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
@@ -731,7 +803,7 @@ impl<B: Backend> Attention<B> {
         let options = AttentionModuleOptions { is_causal: mask.is_none(), ..AttentionModuleOptions::default() };
         let mask = mask.map(|m| m.clone().expand([batch, heads, time, keys]));
         let out = attention(q, repeat(k.clone()), repeat(v.clone()), mask, None, options);
-        let out = out.swap_dims(1, 2).reshape([batch, time, d]);
+        let out = out.swap_dims(1, 2).reshape([batch, time, heads * head_dim]);
         (self.o_proj.forward(out), (k, v))
     }
 }
@@ -755,5 +827,77 @@ mod tests {
         assert_eq!(TransformerConfig::preset("probe", 300).unwrap().intermediate_size, 512);
         let err = TransformerConfig::preset("huge", 300).unwrap_err().to_string();
         assert_eq!(err, "unknown model preset `huge`; known presets: student-s, student-m, student-l, teacher, probe");
+    }
+
+    /// Qwen3-0.6B's `config.json`, as far as the shapes go.
+    fn qwen3_0_6b() -> TransformerConfig {
+        TransformerConfig {
+            model_type: ModelType::Qwen3,
+            head_dim: Some(128),
+            attention_bias: Some(false),
+            ..TransformerConfig::qwen2(151_936, 1024, 28, 16, 8, 3072)
+        }
+    }
+
+    #[test]
+    fn qwen3_0_6b_has_its_published_parameter_count() {
+        // By hand (d 1024, 16 query and 8 KV heads of 128, MLP 3072, 28 layers, vocabulary 151936, tied, no
+        // attention biases):
+        //   embedding          151936 * 1024                          = 155,582,464
+        //   per layer  q, o    2 * 1024 * (16 * 128)                  =   4,194,304
+        //              k, v    2 * 1024 * (8 * 128)                   =   2,097,152
+        //              MLP     3 * 1024 * 3072                        =   9,437,184
+        //              norms   2 * 1024 + q_norm 128 + k_norm 128     =       2,304
+        //                                                     a layer =  15,730,944
+        //   28 layers                                                 = 440,466,432
+        //   final norm                                                =       1,024
+        //   total                                                     = 596,049,920
+        let config = qwen3_0_6b();
+        config.validate().unwrap();
+        assert_eq!(config.head_dim(), 128);
+        assert!(!config.qkv_bias() && !config.o_bias() && config.qk_norm());
+        assert_eq!(config.num_params(), 596_049_920);
+    }
+
+    #[test]
+    fn head_dim_is_the_configs_or_d_over_heads() {
+        let qwen2 = TransformerConfig::student_s(512);
+        assert_eq!(qwen2.head_dim(), 16);
+        // A config without head_dim serialises without the key, as it did before the field existed.
+        let value = serde_json::to_value(&qwen2).unwrap();
+        assert!(value.get("head_dim").is_none(), "{value}");
+        // An explicit head_dim frees d from the head count (4 heads of 16 over d 36), but must stay even.
+        let mut qwen3 =
+            TransformerConfig { model_type: ModelType::Qwen3, ..TransformerConfig::qwen2(96, 36, 2, 4, 2, 64) };
+        assert!(qwen3.validate().is_err(), "36 is not a multiple of 4 heads without head_dim");
+        qwen3.head_dim = Some(16);
+        qwen3.validate().unwrap();
+        assert_eq!(serde_json::to_value(&qwen3).unwrap()["head_dim"], 16);
+        qwen3.head_dim = Some(15);
+        assert!(qwen3.validate().unwrap_err().to_string().contains("head dimension 15 must be even"));
+    }
+
+    #[test]
+    fn qwen3_init_has_head_norms_at_one_and_projections_of_heads_times_head_dim() {
+        type B = crate::backend::CpuBackend;
+        let config = TransformerConfig {
+            model_type: ModelType::Qwen3,
+            head_dim: Some(16),
+            attention_bias: Some(true),
+            ..TransformerConfig::qwen2(96, 32, 2, 4, 2, 64)
+        };
+        let model = config.init::<B>(&Default::default()).unwrap();
+        let attn = &model.layers[0].self_attn;
+        assert_eq!(attn.q_proj.weight.dims(), [32, 64]);
+        assert_eq!(attn.k_proj.weight.dims(), [32, 32]);
+        assert_eq!(attn.o_proj.weight.dims(), [64, 32]);
+        assert!(attn.o_proj.bias.is_some(), "Qwen3, like Llama, puts attention_bias on o_proj too");
+        for norm in [&attn.q_norm, &attn.k_norm] {
+            let gamma: Vec<f32> = norm.as_ref().unwrap().gamma.val().into_data().to_vec().unwrap();
+            assert_eq!(gamma, vec![1.0; 16]);
+        }
+        assert_eq!(model.num_params(), config.num_params());
+        let qwen2 = TransformerConfig::student_s(96).init::<B>(&Default::default()).unwrap();
+        assert!(qwen2.layers[0].self_attn.q_norm.is_none() && qwen2.layers[0].self_attn.o_proj.bias.is_none());
     }
 }

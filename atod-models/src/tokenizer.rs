@@ -19,6 +19,20 @@
 //! ids of the conversation that SFT trains on ([`ChatTokenizer::encode_chat`]). With the byte-level
 //! pre-tokenizers of GPT-2 and Qwen2 the two renderings differ only where a content begins with whitespace.
 //!
+//! *Qwen3's thinking block.* A tokenizer that has the tokens `<think>` and `</think>` (Qwen3's) gets the thinking
+//! rules of Qwen3's chat template:
+//! - With thinking disabled (the default here, the template's `enable_thinking=False`), the generation prompt is
+//!   followed by an empty block, `<|im_start|>assistant\n<think>\n\n</think>\n\n`, so the model answers at
+//!   once; in SFT that block is part of the prompt (never a target).
+//! - With thinking enabled ([`ChatTokenizer::with_thinking`]), the generation prompt is the plain header and
+//!   the model writes `<think>\n...\n</think>\n\n` then its answer; the whole response is the target.
+//! - Either way an assistant message before the last user message keeps only its answer
+//!   ([`ChatTokenizer::answer`]): the template drops the reasoning of earlier turns, and so does
+//!   [`ChatTokenizer::encode_chat`]. The environment still receives the whole response, as verl-agent passes
+//!   it (ALFWorld's projection requires the `<think>` tags the response format asks for).
+//!
+//! A tokenizer without those tokens (every one atod trains) renders plain ChatML as above.
+//!
 //! [`ChatTokenizer::train`] trains a small byte-level BPE on expert transcripts (DESIGN.md §7): the GPT-2
 //! byte-level pre-tokenizer and decoder with all 256 bytes in the initial alphabet, so every string round-trips,
 //! including characters never seen in training.
@@ -47,6 +61,13 @@ pub const IM_END: &str = "<|im_end|>";
 /// The special tokens of a trained tokenizer, in the order of their ids (0, 1, 2).
 pub const SPECIAL_TOKENS: [&str; 3] = [ENDOFTEXT, IM_START, IM_END];
 
+/// Qwen3's token that opens a reasoning block.
+pub const THINK_OPEN: &str = "<think>";
+/// Qwen3's token that closes a reasoning block.
+pub const THINK_CLOSE: &str = "</think>";
+/// The empty reasoning block Qwen3's template puts after the generation prompt when thinking is disabled.
+pub const EMPTY_THINK: &str = "<think>\n\n</think>\n\n";
+
 /// The number of byte symbols of the byte-level alphabet.
 const BYTE_ALPHABET: usize = 256;
 
@@ -72,6 +93,10 @@ pub struct ChatTokenizer {
     im_end_id: u32,
     pad_id: u32,
     n_ids: usize,
+    /// Whether the vocabulary has `<think>` and `</think>` (Qwen3's template rules apply).
+    think_tokens: bool,
+    /// Whether the model reasons before answering (see the module docs); off by default.
+    thinking: bool,
 }
 
 impl ChatTokenizer {
@@ -143,7 +168,29 @@ impl ChatTokenizer {
         };
         let pad_id = inner.token_to_id(ENDOFTEXT).unwrap_or(im_end_id);
         let n_ids = inner.get_vocab(true).values().map(|&id| id as usize + 1).max().unwrap_or(0);
-        Ok(Self { inner, im_start_id, im_end_id, pad_id, n_ids })
+        let think_tokens = inner.token_to_id(THINK_OPEN).is_some() && inner.token_to_id(THINK_CLOSE).is_some();
+        Ok(Self { inner, im_start_id, im_end_id, pad_id, n_ids, think_tokens, thinking: false })
+    }
+
+    /// The same tokenizer with Qwen3's thinking enabled or disabled (see the module docs). Without `<think>`
+    /// and `</think>` in the vocabulary there is no reasoning block and this changes nothing.
+    pub fn with_thinking(mut self, thinking: bool) -> Self {
+        self.thinking = thinking;
+        self
+    }
+
+    /// Whether the chat format has Qwen3's reasoning block (the vocabulary has `<think>` and `</think>`).
+    pub fn has_think_tokens(&self) -> bool {
+        self.think_tokens
+    }
+
+    /// The answer of a response: with Qwen3's thinking tokens, the text after the last `</think>` (leading
+    /// newlines dropped), as the chat template separates reasoning from content; otherwise the text itself.
+    pub fn answer<'a>(&self, text: &'a str) -> &'a str {
+        match text.rfind(THINK_CLOSE) {
+            Some(at) if self.think_tokens => text[at + THINK_CLOSE.len()..].trim_start_matches('\n'),
+            _ => text,
+        }
     }
 
     /// Writes the `tokenizer.json` atomically: to a temporary file in the same directory, synced, then renamed
@@ -167,14 +214,25 @@ impl ChatTokenizer {
     }
 
     /// The ids of a prompt: every message rendered as `<|im_start|>{role}\n{content}<|im_end|>\n`, then the
-    /// generation prompt `<|im_start|>assistant\n`. Returns `[n_prompt_tokens]`.
+    /// generation prompt `<|im_start|>assistant\n` (followed by Qwen3's empty reasoning block where the
+    /// tokenizer has one and thinking is disabled). Returns `[n_prompt_tokens]`.
     pub fn encode_prompt(&self, messages: &[ChatMessage]) -> Vec<u32> {
         let mut ids = Vec::new();
-        for message in messages {
-            self.push_message(message, &mut ids, &mut Vec::new());
+        let last_user = last_user(messages);
+        for (i, message) in messages.iter().enumerate() {
+            self.push_message(message, i < last_user, &mut ids, &mut Vec::new());
         }
         self.push_header(Role::Assistant, &mut ids);
+        ids.extend(self.empty_think());
         ids
+    }
+
+    /// The ids of Qwen3's empty reasoning block where it applies (think tokens, thinking disabled), else none.
+    fn empty_think(&self) -> Vec<u32> {
+        match self.think_tokens && !self.thinking {
+            true => self.encode_text(EMPTY_THINK),
+            false => Vec::new(),
+        }
     }
 
     /// The ids of a response: its text followed by `<|im_end|>`. Returns `[n_response_tokens]`; the last id is
@@ -191,8 +249,9 @@ impl ChatTokenizer {
     /// `encode_response(&assistant.content)` and the ids of `"\n"`.
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> ChatEncoding {
         let mut encoding = ChatEncoding::default();
-        for message in messages {
-            self.push_message(message, &mut encoding.ids, &mut encoding.loss_mask);
+        let last_user = last_user(messages);
+        for (i, message) in messages.iter().enumerate() {
+            self.push_message(message, i < last_user, &mut encoding.ids, &mut encoding.loss_mask);
         }
         encoding
     }
@@ -269,18 +328,33 @@ impl ChatTokenizer {
     }
 
     /// Appends one rendered message to `ids` and its loss mask to `mask` (true on an assistant's content and
-    /// `<|im_end|>`).
-    fn push_message(&self, message: &ChatMessage, ids: &mut Vec<u32>, mask: &mut Vec<bool>) {
+    /// `<|im_end|>`). An assistant message `earlier` than the last user message keeps only its answer where
+    /// the tokenizer has Qwen3's reasoning block; a later one (the response) follows the empty block of a
+    /// prompt with thinking disabled.
+    fn push_message(&self, message: &ChatMessage, earlier: bool, ids: &mut Vec<u32>, mask: &mut Vec<bool>) {
         let start = ids.len();
         self.push_header(message.role, ids);
+        let mut content = message.content.as_str();
+        if message.role == Role::Assistant {
+            if earlier {
+                content = self.answer(content);
+            } else {
+                ids.extend(self.empty_think());
+            }
+        }
         mask.resize(mask.len() + (ids.len() - start), false);
-        let body = self.encode_response(&message.content);
+        let body = self.encode_response(content);
         mask.resize(mask.len() + body.len(), message.role == Role::Assistant);
         ids.extend(body);
         let newline = self.encode_text("\n");
         mask.resize(mask.len() + newline.len(), false);
         ids.extend(newline);
     }
+}
+
+/// The index of the last user message (`messages.len()` when there is none, so that no message is earlier).
+fn last_user(messages: &[ChatMessage]) -> usize {
+    messages.iter().rposition(|m| m.role == Role::User).unwrap_or(messages.len())
 }
 
 /// The role as the chat template writes it.
@@ -361,6 +435,69 @@ mod tests {
 
     fn msg(role: Role, content: &str) -> ChatMessage {
         ChatMessage::new(role, content)
+    }
+
+    /// The trained tokenizer with Qwen3's `<think>` and `</think>` added (as Qwen3's file has them: added
+    /// tokens, not special, so decoding keeps them).
+    fn with_think_tokens() -> ChatTokenizer {
+        let mut inner = trained().inner().clone();
+        inner.add_tokens(&[AddedToken::from(THINK_OPEN, false), AddedToken::from(THINK_CLOSE, false)]);
+        ChatTokenizer::from_tokenizer(inner, Path::new("<qwen3-like>")).unwrap()
+    }
+
+    #[test]
+    fn qwen3_thinking_follows_its_chat_template() {
+        let plain = trained();
+        assert!(!plain.has_think_tokens());
+        let off = with_think_tokens();
+        assert!(off.has_think_tokens());
+        let on = off.clone().with_thinking(true);
+        let (system, user) = (msg(Role::System, "You act."), msg(Role::User, "Where is the mug?"));
+        let header = |tok: &ChatTokenizer| {
+            let mut ids = tok.encode_prompt(&[system.clone(), user.clone()]);
+            ids.truncate(plain.encode_prompt(&[system.clone(), user.clone()]).len());
+            ids
+        };
+        // Thinking disabled: the generation prompt is followed by the empty block (`enable_thinking=False`).
+        let prompt_off = off.encode_prompt(&[system.clone(), user.clone()]);
+        assert_eq!(prompt_off[..header(&off).len()], header(&off)[..]);
+        assert_eq!(off.decode(&prompt_off[header(&off).len()..]), EMPTY_THINK);
+        // Thinking enabled, or no think tokens: the plain header, as ChatML.
+        assert_eq!(on.encode_prompt(&[system.clone(), user.clone()]), header(&on));
+        assert_eq!(plain.encode_prompt(&[system.clone(), user.clone()]), header(&plain));
+        // A conversation for SFT is its prompt then the response in both modes; the empty block is never a target.
+        for tok in [&off, &on] {
+            let response = "<think>mug is in the cabinet</think><action>go to cabinet 1</action>";
+            let chat = tok.encode_chat(&[system.clone(), user.clone(), msg(Role::Assistant, response)]);
+            let prompt = tok.encode_prompt(&[system.clone(), user.clone()]);
+            let mut expected = prompt.clone();
+            expected.extend(tok.encode_response(response));
+            expected.extend(tok.encode_text("\n"));
+            assert_eq!(chat.ids, expected);
+            assert!(
+                chat.loss_mask[..prompt.len()].iter().all(|&m| !m),
+                "the prompt, empty block included, is no target"
+            );
+            assert!(chat.loss_mask[prompt.len()..chat.ids.len() - 1].iter().all(|&m| m));
+        }
+        // An assistant turn before the last user message keeps its answer only.
+        let history = [
+            system.clone(),
+            user.clone(),
+            msg(Role::Assistant, "<think>\nlook first\n</think>\n\ngo to desk 1"),
+            msg(Role::User, "You arrive at desk 1."),
+        ];
+        let stripped = [
+            system.clone(),
+            user.clone(),
+            msg(Role::Assistant, "go to desk 1"),
+            msg(Role::User, "You arrive at desk 1."),
+        ];
+        assert_eq!(off.encode_prompt(&history), off.encode_prompt(&stripped));
+        assert_ne!(plain.encode_prompt(&history), plain.encode_prompt(&stripped), "ChatML keeps every message whole");
+        assert_eq!(off.answer("<think>a</think>\n\nb"), "b");
+        assert_eq!(off.answer("no block"), "no block");
+        assert_eq!(plain.answer("<think>a</think>b"), "<think>a</think>b");
     }
 
     #[test]

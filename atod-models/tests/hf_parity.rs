@@ -2,57 +2,20 @@
 //! loads through our loader and reproduces transformers' logits within 1e-4, alone and in a padded batch; an
 //! export loads back with identical logits.
 
+mod common;
+
 use std::path::PathBuf;
 
 use atod_models::checkpoint;
-use atod_models::{CpuBackend, Layout, Transformer};
-use burn::tensor::{Int, Tensor, TensorData};
+use atod_models::CpuBackend;
+use common::{logits, max_abs_diff, Expected};
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen2-tiny")
-}
-
-struct Expected {
-    inputs: Vec<Vec<u32>>,
-    logits: Vec<Vec<Vec<f32>>>,
+    common::fixture("qwen2-tiny")
 }
 
 fn expected() -> Expected {
-    let text = std::fs::read_to_string(fixture().join("logits.json")).unwrap();
-    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let inputs = serde_json::from_value(value["inputs"].clone()).unwrap();
-    let logits = serde_json::from_value(value["logits"].clone()).unwrap();
-    Expected { inputs, logits }
-}
-
-/// Logits `[batch][time][vocab]` of right-padded rows.
-fn logits(model: &Transformer<CpuBackend>, rows: &[Vec<u32>]) -> Vec<Vec<Vec<f32>>> {
-    let lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
-    let layout = Layout::right_padded(&lengths);
-    let width = layout.width();
-    let ids: Vec<i32> = rows.iter().flat_map(|r| (0..width).map(|t| r.get(t).copied().unwrap_or(0) as i32)).collect();
-    let ids = Tensor::<CpuBackend, 2, Int>::from_data(TensorData::new(ids, [rows.len(), width]), &Default::default());
-    let out = model.forward(ids, &layout);
-    let vocab = out.dims()[2];
-    let flat: Vec<f32> = out.into_data().to_vec().unwrap();
-    rows.iter()
-        .enumerate()
-        .map(|(b, r)| (0..r.len()).map(|t| flat[(b * width + t) * vocab..][..vocab].to_vec()).collect())
-        .collect()
-}
-
-fn max_abs_diff(a: &[Vec<Vec<f32>>], b: &[Vec<Vec<f32>>]) -> f32 {
-    let mut worst = 0f32;
-    assert_eq!(a.len(), b.len());
-    for (ra, rb) in a.iter().zip(b) {
-        assert_eq!(ra.len(), rb.len());
-        for (ta, tb) in ra.iter().zip(rb) {
-            for (x, y) in ta.iter().zip(tb) {
-                worst = worst.max((x - y).abs());
-            }
-        }
-    }
-    worst
+    common::expected("qwen2-tiny")
 }
 
 #[test]

@@ -5,13 +5,17 @@
 //! matrix product runs over all packed tokens at once, and attention runs per row ([`super::attention`]). The
 //! parameters are one flat f32 buffer laid out by a [`ModelIx`] (the order of `super::flatten`), and so are their
 //! gradients.
+//!
+//! Qwen3's per-head query and key norms are RMSNorms over rows of `head_dim` (a `[tokens, heads * head_dim]`
+//! projection read as `[tokens * heads, head_dim]`), between the projections and the rotary positions, so they
+//! reuse [`rms_norm`] and [`rms_norm_backward`]; the backward runs them after undoing the rotation.
 
 use std::ops::Range;
 
 use super::attention::{self, Heads, Seg};
 use super::kernels::{
-    add_bias, bias_grad, decode_attention, matmul, matmul_weight_grad, rms_norm, rms_norm_backward, swiglu,
-    swiglu_backward, token_stats, token_stats_backward, RopeTable,
+    add_bias, bias_grad, decode_attention, matmul, matmul_weight_grad, rms_norm, rms_norm_backward, rms_norm_columns,
+    swiglu, swiglu_backward, token_stats, token_stats_backward, RopeTable,
 };
 use super::small::matmul_rows;
 
@@ -70,6 +74,10 @@ pub struct LayerIx {
     pub ln1: (Range<usize>, f32),
     /// The MLP's input norm and its epsilon.
     pub ln2: (Range<usize>, f32),
+    /// Qwen3's per-head query norm (`[head_dim]`) and its epsilon.
+    pub q_norm: Option<(Range<usize>, f32)>,
+    /// Qwen3's per-head key norm (`[head_dim]`) and its epsilon.
+    pub k_norm: Option<(Range<usize>, f32)>,
 }
 
 /// The layout of the flat parameters and the model's shape.
@@ -244,6 +252,11 @@ pub struct Acts {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    /// Queries and keys before Qwen3's head norms, and each head's RMS (`[tokens * heads]`).
+    q_pre: Vec<f32>,
+    k_pre: Vec<f32>,
+    q_rms: Vec<f32>,
+    k_rms: Vec<f32>,
     a: Vec<f32>,
     lse: Vec<f32>,
     xm: Vec<f32>,
@@ -276,6 +289,30 @@ impl std::fmt::Debug for Tape {
 fn resize(v: &mut Vec<f32>, n: usize) {
     v.clear();
     v.resize(n, 0.0);
+}
+
+/// Qwen3's head norm of `x` (`[tokens, heads * gamma.len()]`) in place: the input moves to `pre` and each head's
+/// RMS goes to `rms`, as the backward needs them.
+fn head_norm(norm: &(Range<usize>, f32), p: &[f32], x: &mut Vec<f32>, pre: &mut Vec<f32>, rms: &mut Vec<f32>) {
+    let gamma = &p[norm.0.clone()];
+    std::mem::swap(x, pre);
+    resize(x, pre.len());
+    resize(rms, pre.len() / gamma.len());
+    rms_norm(pre, gamma, norm.1, x, rms);
+}
+
+/// The backward of [`head_norm`]: the gradient of its input from `dy`'s, gamma's gradient added into `g`.
+fn head_norm_backward(
+    norm: &(Range<usize>, f32),
+    p: &[f32],
+    pre: &[f32],
+    rms: &[f32],
+    dy: &[f32],
+    g: &mut [f32],
+) -> Vec<f32> {
+    let mut dx = vec![0f32; dy.len()];
+    rms_norm_backward(pre, &p[norm.0.clone()], rms, dy, &mut dx, &mut g[norm.0.clone()]);
+    dx
 }
 
 impl ModelIx {
@@ -314,6 +351,12 @@ impl ModelIx {
         l.q.forward(p, &a.h1, n, &mut a.q, false);
         l.k.forward(p, &a.h1, n, &mut a.k, false);
         l.v.forward(p, &a.h1, n, &mut a.v, false);
+        if let Some(norm) = &l.q_norm {
+            head_norm(norm, p, &mut a.q, &mut a.q_pre, &mut a.q_rms);
+        }
+        if let Some(norm) = &l.k_norm {
+            head_norm(norm, p, &mut a.k, &mut a.k_pre, &mut a.k_rms);
+        }
         rope.apply(&mut a.q, positions, false);
         rope.apply(&mut a.k, positions, false);
     }
@@ -452,7 +495,8 @@ impl ModelIx {
             l.up.backward(p, &a.h2, &a.u, n, &mut dh, true, &mut g);
             let ln2 = l.ln2.0.clone();
             rms_norm_backward(&a.xm, &p[ln2.clone()], &a.r2, &dh, &mut dx, &mut g[ln2]);
-            // Attention: xm = x + o(attention(rope(q(h1)), rope(k(h1)), v(h1))).
+            // Attention: xm = x + o(attention(rope(qn(q(h1))), rope(kn(k(h1))), v(h1))), qn and kn Qwen3's
+            // head norms (the identity elsewhere).
             let mut da = vec![0f32; n * qw];
             l.o.backward(p, &a.a, &dx, n, &mut da, false, &mut g);
             let kr = packed.key_rows();
@@ -467,6 +511,12 @@ impl ModelIx {
             drop((dkv, dvv));
             tape.rope.apply(&mut dq, &packed.positions, true);
             tape.rope.apply(&mut dk, &packed.positions, true);
+            if let Some(norm) = &l.q_norm {
+                dq = head_norm_backward(norm, p, &a.q_pre, &a.q_rms, &dq, &mut g);
+            }
+            if let Some(norm) = &l.k_norm {
+                dk = head_norm_backward(norm, p, &a.k_pre, &a.k_rms, &dk, &mut g);
+            }
             l.q.backward(p, &a.h1, &dq, n, &mut dh, false, &mut g);
             l.k.backward(p, &a.h1, &dk, n, &mut dh, true, &mut g);
             l.v.backward(p, &a.h1, &dv, n, &mut dh, true, &mut g);
@@ -673,6 +723,12 @@ impl<'a> Decoder<'a> {
             matmul_rows(m, width, d, &b.h, &dl.qkv.0, &mut b.qkv, false, self.parallel);
             if let Some(bias) = &dl.qkv.1 {
                 add_bias(&mut b.qkv, bias);
+            }
+            if let Some((gamma, eps)) = &l.q_norm {
+                rms_norm_columns(&mut b.qkv, width, 0..qw, &p[gamma.clone()], *eps);
+            }
+            if let Some((gamma, eps)) = &l.k_norm {
+                rms_norm_columns(&mut b.qkv, width, qw..qw + kvw, &p[gamma.clone()], *eps);
             }
             self.rope.apply_columns(&mut b.qkv, width, 0..qw, &b.positions, false);
             self.rope.apply_columns(&mut b.qkv, width, qw..qw + kvw, &b.positions, false);

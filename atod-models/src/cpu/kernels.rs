@@ -162,6 +162,21 @@ pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, y: &mut [f32], rms: &mut [f3
     }
 }
 
+/// [`rms_norm`] in place on columns `columns` of rows of `stride` floats, in chunks of `gamma.len()` (Qwen3's
+/// per-head query or key norm on the query or key part of a fused projection's output, during decoding).
+pub fn rms_norm_columns(x: &mut [f32], stride: usize, columns: Range<usize>, gamma: &[f32], eps: f32) {
+    let d = gamma.len();
+    for row in x.chunks_exact_mut(stride) {
+        for head in row[columns.clone()].chunks_exact_mut(d) {
+            let ms = head.iter().map(|v| v * v).sum::<f32>() / d as f32;
+            let rms = (ms + eps).sqrt();
+            for (y, g) in head.iter_mut().zip(gamma) {
+                *y = *y / rms * g;
+            }
+        }
+    }
+}
+
 /// The backward of [`rms_norm`]: adds the input's gradient to `dx` and gamma's to `dgamma`.
 ///
 /// With `n = x / rms` and `g = dy · gamma`: `dx = (g - n · mean(g · n)) / rms` and `dgamma = Σ_rows dy · n`.

@@ -63,6 +63,8 @@ pub(crate) fn flatten<B: Backend>(model: &Transformer<B>) -> (ModelIx, Vec<Tenso
                 down: flat.linear(&m.down_proj),
                 ln1: flat.norm(&layer.input_layernorm),
                 ln2: flat.norm(&layer.post_attention_layernorm),
+                q_norm: a.q_norm.as_ref().map(|n| flat.norm(n)),
+                k_norm: a.k_norm.as_ref().map(|n| flat.norm(n)),
             }
         })
         .collect();
@@ -76,7 +78,7 @@ pub(crate) fn flatten<B: Backend>(model: &Transformer<B>) -> (ModelIx, Vec<Tenso
         layers,
         norm,
         head,
-        heads: Heads { heads, kv_heads, head_dim: d / heads },
+        heads: Heads { heads, kv_heads, head_dim: model.head_dim() },
         theta: model.rope_theta(),
         len: flat.at,
     };

@@ -1,6 +1,7 @@
 //! The fused CPU path against the reference composition of burn ops: statistics within 1e-5, every parameter's
 //! gradient within 1e-4 relative, generation token for token; on ragged rows, gapped target masks, a temperature
-//! other than 1, grouped-query and plain heads, tied and untied heads, with and without q/k/v biases.
+//! other than 1, grouped-query and plain heads, tied and untied heads, with and without q/k/v biases, and Qwen3's
+//! per-head query/key norms with a `head_dim` other than `d / heads` (and, with `attention_bias`, an o bias).
 
 use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::GradientsParams;
@@ -13,11 +14,14 @@ use crate::model::{ModelType, Transformer, TransformerConfig};
 use crate::{generate, HotPathBackend};
 use atod_core::rng::SplitMix64;
 
-fn config(heads: usize, kv_heads: usize, tied: bool, llama: bool) -> TransformerConfig {
+fn config(heads: usize, kv_heads: usize, tied: bool, family: ModelType) -> TransformerConfig {
     let mut c = TransformerConfig::qwen2(61, 32, 2, heads, kv_heads, 48);
     c.tie_word_embeddings = tied;
-    if llama {
-        c.model_type = ModelType::Llama;
+    c.model_type = family;
+    if family == ModelType::Qwen3 {
+        // Heads wider than d / heads (4 of 12 over d 32, 2 of 10), biases on q/k/v/o in one of the two.
+        c.head_dim = Some(if heads == 4 { 12 } else { 10 });
+        c.attention_bias = Some(!tied);
     }
     c
 }
@@ -92,13 +96,19 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-const CASES: [(usize, usize, bool, bool); 4] =
-    [(4, 2, true, false), (4, 4, false, false), (2, 1, true, true), (4, 1, false, true)];
+const CASES: [(usize, usize, bool, ModelType); 6] = [
+    (4, 2, true, ModelType::Qwen2),
+    (4, 4, false, ModelType::Qwen2),
+    (2, 1, true, ModelType::Llama),
+    (4, 1, false, ModelType::Llama),
+    (4, 2, true, ModelType::Qwen3),
+    (2, 1, false, ModelType::Qwen3),
+];
 
 #[test]
 fn fused_statistics_match_the_reference() {
-    for (i, &(heads, kv, tied, llama)) in CASES.iter().enumerate() {
-        let config = config(heads, kv, tied, llama);
+    for (i, &(heads, kv, tied, family)) in CASES.iter().enumerate() {
+        let config = config(heads, kv, tied, family);
         let model = model::<CpuBackend>(&config, i as u64);
         let data = [rows(i as u64, config.vocab_size as u64), long_rows(i as u64, config.vocab_size as u64)].concat();
         let rows: Vec<(&[u32], &[bool])> = data.iter().map(|(a, b)| (&a[..], &b[..])).collect();
@@ -133,10 +143,10 @@ impl burn::module::ModuleVisitor<CpuAutodiff> for Collect<'_> {
 
 #[test]
 fn fused_gradients_match_burns_automatic_gradients() {
-    for (i, &(heads, kv, tied, llama)) in CASES.iter().enumerate() {
-        let config = config(heads, kv, tied, llama);
+    for (i, &(heads, kv, tied, family)) in CASES.iter().enumerate() {
+        let config = config(heads, kv, tied, family);
         let model = model::<CpuAutodiff>(&config, 10 + i as u64);
-        // Cases 0 and 2 take a batch long enough for row groups.
+        // Even cases take a batch long enough for row groups.
         let data = if i % 2 == 0 {
             long_rows(20 + i as u64, config.vocab_size as u64)
         } else {
@@ -165,8 +175,8 @@ fn fused_gradients_match_burns_automatic_gradients() {
 
 #[test]
 fn fused_generation_matches_the_reference_token_for_token() {
-    for (i, &(heads, kv, tied, llama)) in CASES.iter().enumerate() {
-        let config = config(heads, kv, tied, llama);
+    for (i, &(heads, kv, tied, family)) in CASES.iter().enumerate() {
+        let config = config(heads, kv, tied, family);
         let model = model::<CpuBackend>(&config, 30 + i as u64);
         let mut rng = SplitMix64::new(i as u64);
         let mut prompts: Vec<Vec<u32>> =
@@ -233,7 +243,7 @@ fn rows_with_a_common_prefix_pack_it_once_and_index_every_token() {
 fn generation_and_training_have_the_same_bits_on_any_number_of_threads() {
     // Generation splits rows into groups and shares prefixes within a group, a long batch trains in row groups:
     // none of it may depend on the machine's core count.
-    let config = config(4, 2, true, false);
+    let config = config(4, 2, true, ModelType::Qwen2);
     let trained = model::<CpuAutodiff>(&config, 77);
     let model = trained.valid();
     let mut rng = SplitMix64::new(5);
@@ -273,7 +283,7 @@ fn generation_and_training_have_the_same_bits_on_any_number_of_threads() {
 
 #[test]
 fn batches_without_targets_and_one_token_rows_work_forward_and_backward() {
-    let config = config(4, 2, true, false);
+    let config = config(4, 2, true, ModelType::Qwen2);
     let model = model::<CpuAutodiff>(&config, 3);
     let one: &[u32] = &[5];
     let two: &[u32] = &[5, 6];
