@@ -210,8 +210,19 @@ impl GridConfig {
             let text = fs::read_to_string(&base_path).with_context(|| {
                 format!("reading the base config {} (grid.base in {})", base_path.display(), path.display())
             })?;
-            let table: Table = toml::from_str(&text)
+            let mut table: Table = toml::from_str(&text)
                 .map_err(|e| anyhow!("base config {} (grid.base in {}): {e}", base_path.display(), path.display()))?;
+            // Paths in the base config mean what they mean to `atod train --config BASE`: the cells' configs
+            // live elsewhere, so they get the resolved paths.
+            let dir = base_path.parent().unwrap_or(Path::new(""));
+            for (table_name, key) in [("teacher", "checkpoint"), ("student", "checkpoint"), ("tokenizer", "file")] {
+                if let Some(toml::Value::String(value)) =
+                    table.get_mut(table_name).and_then(toml::Value::as_table_mut).and_then(|t| t.get_mut(key))
+                {
+                    let resolved = crate::pipeline::config::resolve_path(dir, Path::new(value.as_str()));
+                    *value = resolved.display().to_string();
+                }
+            }
             Ok((base_path, table))
         })?;
         Ok(config)
@@ -965,6 +976,24 @@ coef = 0.5
                 assert!(message.contains(part), "{part:?} not in {message:?}");
             }
         }
+    }
+
+    /// A base config's relative checkpoint and tokenizer paths are resolved beside it, since the cells' configs
+    /// are written elsewhere; paths with nothing beside the base are left for the working directory.
+    #[test]
+    fn a_base_configs_checkpoint_paths_resolve_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("configs/qwen")).unwrap();
+        std::fs::write(
+            dir.path().join("configs/base.toml"),
+            "name = \"b\"\n[teacher]\ncheckpoint = \"qwen\"\n[student]\ncheckpoint = \"elsewhere\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("configs/g.toml"), "[grid]\nname = \"g\"\nbase = \"base.toml\"\n").unwrap();
+        let grid = GridConfig::load(&dir.path().join("configs/g.toml")).unwrap();
+        let path = |table: &str| grid.base[table]["checkpoint"].as_str().unwrap().to_owned();
+        assert_eq!(Path::new(&path("teacher")), dir.path().join("configs/qwen").canonicalize().unwrap());
+        assert_eq!(path("student"), "elsewhere");
     }
 
     #[test]

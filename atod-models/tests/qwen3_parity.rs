@@ -89,7 +89,8 @@ fn exports_in_f16_bf16_and_shards_load_back() {
     let (config, model) = checkpoint::load::<CpuBackend>(&fixture(), &Default::default()).unwrap();
     let original = checkpoint::named_tensors(&model);
     let dir = tempfile::tempdir().unwrap();
-    let round: [(ExportDtype, fn(f32) -> f32, &str); 3] = [
+    type Case = (ExportDtype, fn(f32) -> f32, &'static str);
+    let round: [Case; 3] = [
         (ExportDtype::F32, |x| x, "float32"),
         (ExportDtype::F16, |x| half::f16::from_f32(x).to_f32(), "float16"),
         (ExportDtype::BF16, |x| half::bf16::from_f32(x).to_f32(), "bfloat16"),

@@ -12,6 +12,13 @@ Run it beside the Rust figures, on the same machine and thread count:
 
     benches/pytorch/setup.sh    # once: creates benches/.venv (downloads PyTorch)
     benches/.venv/bin/python benches/pytorch/bench_model.py --preset probe --vocab 256 --json
+
+With `--config FILE` (a Hugging Face config.json, as `atod bench model --config FILE`) the model is transformers'
+own implementation of that architecture (Qwen3ForCausalLM for benches/models/qwen3-0.6b.json) with random
+weights, measured the same way:
+
+    benches/.venv/bin/python benches/pytorch/bench_model.py --config benches/models/qwen3-0.6b.json \
+        --batch 1 --seq 32 --steps 1 --decode-tokens 4 --json
 """
 import argparse
 import json
@@ -109,6 +116,28 @@ class Model(nn.Module):
         return self.norm(x) @ self.embed_tokens.weight.T
 
 
+class HfModel(nn.Module):
+    """transformers' model for a config.json behind this script's interface: logits of ids, with a KV cache."""
+
+    def __init__(self, path):
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        with open(path) as f:
+            raw = json.load(f)
+        config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+        self.hf = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32, attn_implementation="sdpa")
+        # One cache slot: transformers keeps every layer's keys and values in one cache object.
+        self.layers = [None]
+
+    def forward(self, ids, start=0, caches=None):
+        if caches is None:
+            return self.hf(ids, use_cache=False).logits
+        out = self.hf(ids, past_key_values=caches[0].get("past"), use_cache=True)
+        caches[0]["past"] = out.past_key_values
+        return out.logits
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="student-s", choices=sorted(PRESETS))
@@ -118,12 +147,19 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--decode-tokens", type=int, default=112)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--config", help="a Hugging Face config.json, measured with transformers' own model")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    model = Model(args.vocab, *PRESETS[args.preset])
-    params = sum(p.numel() for p in model.parameters())
+    if args.config:
+        model = HfModel(args.config)
+        args.vocab = model.hf.config.vocab_size
+        args.preset = f"config:{args.config}"
+    else:
+        model = Model(args.vocab, *PRESETS[args.preset])
+    # Tied embeddings are one tensor: count it once, as atod does.
+    params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     b, t = args.batch, args.seq
     data = torch.randint(0, args.vocab, (b, t + 1))

@@ -52,9 +52,14 @@ pub struct ModelArgs {
     /// The model preset: student-s, student-m, student-l, teacher or probe.
     #[arg(long, default_value = "student-s")]
     pub preset: String,
-    /// Vocabulary size of the model.
+    /// Vocabulary size of a preset.
     #[arg(long, default_value_t = 512)]
     pub vocab: usize,
+    /// A Hugging Face `config.json` (Qwen2, Qwen3 or Llama; a checkpoint directory holding one works too),
+    /// instantiated with random weights, instead of a preset: real shapes such as Qwen3-0.6B's without
+    /// downloading its weights.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["preset", "vocab"])]
+    pub config: Option<PathBuf>,
     /// Sequences per training step and per prefill.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -78,8 +83,10 @@ pub struct ModelArgs {
 /// The JSON document of `atod bench model --json`.
 #[derive(Debug, Serialize)]
 pub struct ModelJson {
-    /// The preset measured.
+    /// The preset measured, or `config:<FILE>` for a `--config`.
     pub preset: String,
+    /// The model's architecture and shape.
+    pub model: TransformerConfig,
     /// The device it ran on.
     pub device: String,
     /// The options used.
@@ -137,7 +144,13 @@ fn run_step(registry: &Registry, args: &StepArgs) -> anyhow::Result<()> {
 
 fn run_model(args: &ModelArgs) -> anyhow::Result<()> {
     let device: DeviceSpec = args.device.parse()?;
-    let config = TransformerConfig::preset(&args.preset, args.vocab)?;
+    let (name, config) = match &args.config {
+        Some(path) => {
+            let file = if path.is_dir() { path.join(atod_models::checkpoint::CONFIG_FILE) } else { path.clone() };
+            (format!("config:{}", path.display()), atod_models::checkpoint::load_config_file(&file)?)
+        }
+        None => (args.preset.clone(), TransformerConfig::preset(&args.preset, args.vocab)?),
+    };
     let options = ModelBenchOptions {
         batch: args.batch,
         seq: args.seq,
@@ -147,7 +160,7 @@ fn run_model(args: &ModelArgs) -> anyhow::Result<()> {
         ..ModelBenchOptions::default()
     };
     if !args.json {
-        eprintln!("measuring {} ({} parameters) on {device} ...", args.preset, config.num_params());
+        eprintln!("measuring {name} ({} parameters) on {device} ...", config.num_params());
     }
     let report = match device {
         DeviceSpec::Cpu => bench_model::<atod_models::CpuAutodiff>(&config, &options, &DeviceSpec::cpu_device()),
@@ -160,12 +173,12 @@ fn run_model(args: &ModelArgs) -> anyhow::Result<()> {
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("DeviceSpec refuses CUDA without the cuda feature"),
     }
-    .with_context(|| format!("benchmarking {}", args.preset))?;
+    .with_context(|| format!("benchmarking {name}"))?;
     if args.json {
-        let json = ModelJson { preset: args.preset.clone(), device: device.to_string(), options, report };
+        let json = ModelJson { preset: name, model: config, device: device.to_string(), options, report };
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        println!("preset   {} ({} parameters, vocab {})", args.preset, report.params, args.vocab);
+        println!("model    {name} ({} parameters, vocab {})", report.params, config.vocab_size);
         println!("device   {device}");
         println!(
             "shapes   batch {} x seq {}, decode {} rows x {} tokens",

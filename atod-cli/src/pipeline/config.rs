@@ -79,13 +79,18 @@ impl Default for DemosConfig {
     }
 }
 
-/// The tokenizer trained on the demonstrations.
+/// The tokenizer trained on the demonstrations, or one given as a file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizerConfig {
     /// Vocabulary size (at least 259).
     #[serde(default = "default_vocab")]
     pub vocab_size: usize,
+    /// A Hugging Face `tokenizer.json` to use instead of training one (`vocab_size` is then ignored). When the
+    /// teacher or the student is a checkpoint directory, its `tokenizer.json` is used this way, so that an SFT
+    /// stage beside it shares its ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
 }
 
 fn default_vocab() -> usize {
@@ -94,7 +99,7 @@ fn default_vocab() -> usize {
 
 impl Default for TokenizerConfig {
     fn default() -> Self {
-        Self { vocab_size: default_vocab() }
+        Self { vocab_size: default_vocab(), file: None }
     }
 }
 
@@ -133,12 +138,20 @@ impl Default for PromptConfig {
     }
 }
 
-/// One supervised fine-tuning stage: a model preset trained on the demonstrations.
+/// One supervised fine-tuning stage: a model preset trained on the demonstrations; or, in a train config's
+/// `[teacher]` and `[student]`, a checkpoint directory in its place.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SftConfig {
-    /// The model preset (atod_models::model::PRESETS).
+    /// The model preset (atod_models::model::PRESETS); empty (left out) when `checkpoint` is given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub preset: String,
+    /// A train config's `[teacher]` or `[student]` only: a Hugging Face checkpoint directory (`config.json`,
+    /// `model*.safetensors`, `tokenizer.json`; Qwen2, Qwen3 or Llama) used as the model instead of an SFT stage.
+    /// A relative path is looked up beside the config file first, then in the working directory. The training
+    /// keys (`steps`, `lr`, ...) must be left out; `eval_episodes` still applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
     /// Optimiser steps.
     #[serde(default = "default_sft_steps")]
     pub steps: u64,
@@ -224,6 +237,17 @@ fn default_shards() -> usize {
 }
 
 impl SftConfig {
+    /// What the model is, for summaries and tables: the preset, or `checkpoint:<directory name>`.
+    pub fn label(&self) -> String {
+        match &self.checkpoint {
+            Some(dir) => format!(
+                "checkpoint:{}",
+                dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
+            ),
+            None => self.preset.clone(),
+        }
+    }
+
     /// Checks what serde cannot.
     pub fn check(&self) -> anyhow::Result<()> {
         if let Some((step, value)) = self.prompt_loss_weight.first_step_where(self.steps, |w| !(0.0..=1.0).contains(&w))
@@ -473,11 +497,27 @@ pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
 }
 
 impl TrainConfig {
-    /// Reads and checks a train config.
+    /// Reads and checks a train config; relative checkpoint and tokenizer paths are resolved (see
+    /// [`resolve_path`]).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let config: Self = read(path)?;
+        let mut config: Self = read(path)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for dir in [&mut config.teacher.checkpoint, &mut config.student.checkpoint, &mut config.tokenizer.file]
+            .into_iter()
+            .flatten()
+        {
+            *dir = resolve_path(base, dir);
+        }
         config.check().with_context(|| format!("config {}", path.display()))?;
         Ok(config)
+    }
+
+    /// The `tokenizer.json` every model of the run must share, when it is not trained on the demonstrations: the
+    /// teacher's checkpoint's, else the student's, else `[tokenizer] file`.
+    pub fn tokenizer_file(&self) -> Option<PathBuf> {
+        (self.teacher.checkpoint.as_ref().or(self.student.checkpoint.as_ref()))
+            .map(|dir| dir.join(atod_models::policy::TOKENIZER_FILE))
+            .or_else(|| self.tokenizer.file.clone())
     }
 
     /// Checks what serde cannot: names and ranges.
@@ -487,11 +527,24 @@ impl TrainConfig {
         }
         self.device.parse::<atod_models::DeviceSpec>().context("key `device`")?;
         for (key, sft) in [("teacher", &self.teacher), ("student", &self.student)] {
+            if sft.checkpoint.is_some() {
+                check_checkpoint_model(key, sft)?;
+                continue;
+            }
+            if sft.preset.is_empty() {
+                bail!("key `{key}`: give a `preset` (the model of an SFT stage) or a `checkpoint` directory");
+            }
             atod_models::TransformerConfig::preset(&sft.preset, 512).with_context(|| format!("key `{key}.preset`"))?;
             sft.check().with_context(|| format!("key `{key}`"))?;
         }
         if self.teacher.from_teacher_step.is_some() {
             bail!("key `teacher.from_teacher_step`: only a student can start from the teacher");
+        }
+        if self.teacher.checkpoint.is_some() && self.student.from_teacher_step.is_some() {
+            bail!(
+                "key `student.from_teacher_step`: the teacher is a checkpoint, not an SFT stage, so it has no \
+                 snapshots to start from"
+            );
         }
         if let Some(step) = self.student.from_teacher_step {
             if step == 0 || step >= self.teacher.steps {
@@ -541,12 +594,11 @@ impl TrainConfig {
                 self.train.temperature.source()
             );
         }
-        for (key, lr, total) in
-            [("train.lr", &self.train.lr, steps), ("teacher.lr", &self.teacher.lr, self.teacher.steps)]
-        {
-            check_lr(key, lr, total)?;
+        check_lr("train.lr", &self.train.lr, steps)?;
+        if self.teacher.checkpoint.is_none() {
+            check_lr("teacher.lr", &self.teacher.lr, self.teacher.steps)?;
         }
-        if self.student.from_teacher_step.is_none() {
+        if self.student.from_teacher_step.is_none() && self.student.checkpoint.is_none() {
             check_lr("student.lr", &self.student.lr, self.student.steps)?;
         }
         let loss = atod_losses::Loss::new(self.loss_config()?)?;
@@ -603,16 +655,66 @@ impl TrainConfig {
             env: self.env.clone(),
             prompt: self.prompt.clone(),
             demos: self.demos.clone(),
-            tokenizer: self.tokenizer.clone(),
+            tokenizer: TokenizerConfig { file: self.tokenizer_file(), ..self.tokenizer.clone() },
             model: model.clone(),
         }
     }
 }
 
+/// A path of a config file: a relative one is taken beside the config file when something is there (made
+/// absolute), else as given (relative to the working directory).
+pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_owned();
+    }
+    let beside = base.join(path);
+    match beside.exists() {
+        true => std::fs::canonicalize(&beside).unwrap_or(beside),
+        false => path.to_owned(),
+    }
+}
+
+/// Checks a `[teacher]` or `[student]` that names a checkpoint directory: it is not trained before the run, so
+/// every training key must be left out (`eval_episodes` still applies).
+fn check_checkpoint_model(key: &str, sft: &SftConfig) -> anyhow::Result<()> {
+    let dir = sft.checkpoint.as_ref().expect("a checkpoint model");
+    let plain =
+        SftConfig { checkpoint: sft.checkpoint.clone(), eval_episodes: sft.eval_episodes, ..toml::from_str("")? };
+    let given = toml::Table::try_from(sft)?;
+    let expected = toml::Table::try_from(&plain)?;
+    let keys: std::collections::BTreeSet<String> = given.keys().chain(expected.keys()).cloned().collect();
+    if let Some(name) = keys.into_iter().find(|k| given.get(k) != expected.get(k)) {
+        if name == "preset" {
+            bail!("key `{key}`: give either `preset` (an SFT stage) or `checkpoint` (a model directory), not both");
+        }
+        bail!(
+            "key `{key}.{name}`: the {key} is the checkpoint {}, not an SFT stage, so `{name}` has no effect: leave \
+             it out",
+            dir.display()
+        );
+    }
+    for file in [atod_models::checkpoint::CONFIG_FILE, atod_models::policy::TOKENIZER_FILE] {
+        if !dir.join(file).is_file() {
+            bail!("key `{key}.checkpoint`: {} has no {file}", dir.display());
+        }
+    }
+    Ok(())
+}
+
 impl SftRunConfig {
     /// Reads and checks an SFT config.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let config: Self = read(path)?;
+        let mut config: Self = read(path)?;
+        if let Some(file) = &mut config.tokenizer.file {
+            *file = resolve_path(path.parent().unwrap_or(Path::new("")), file);
+        }
+        if config.model.checkpoint.is_some() {
+            bail!(
+                "config {}: key `model.checkpoint` applies only to a train config's [teacher] and [student]; an SFT \
+                 stage trains a `preset`",
+                path.display()
+            );
+        }
         config
             .device
             .parse::<atod_models::DeviceSpec>()

@@ -232,17 +232,53 @@ where
     B: AutodiffBackend + HotPathBackend,
     B::InnerBackend: HotPathBackend,
 {
-    let teacher_stage = stages::sft(registry, &config.sft_stage(&config.teacher_sft()), progress)?.dir;
-    let student_stage = match config.student.from_teacher_step {
-        Some(step) => super::sft::snapshot_dir(&teacher_stage, step),
-        None => stages::sft(registry, &config.sft_stage(&config.student), progress)?.dir,
+    // Each model is an SFT stage's `model/`, or a checkpoint directory with a stage of its own for evaluations.
+    let (teacher_stage, teacher_dir) = match &config.teacher.checkpoint {
+        Some(dir) => (stages::checkpoint(&config.stages_dir, dir)?.dir, dir.clone()),
+        None => {
+            let stage = stages::sft(registry, &config.sft_stage(&config.teacher_sft()), progress)?.dir;
+            let model = stage.join("model");
+            (stage, model)
+        }
+    };
+    let (student_stage, student_init) = match (&config.student.checkpoint, config.student.from_teacher_step) {
+        (Some(dir), _) => (stages::checkpoint(&config.stages_dir, dir)?.dir, dir.clone()),
+        (None, Some(step)) => {
+            let stage = super::sft::snapshot_dir(&teacher_stage, step);
+            let model = stage.join("model");
+            (stage, model)
+        }
+        (None, None) => {
+            let stage = stages::sft(registry, &config.sft_stage(&config.student), progress)?.dir;
+            let model = stage.join("model");
+            (stage, model)
+        }
     };
     let inner_device = Tensor::<B, 1>::zeros([1], device).inner().device();
     let sampling = eval_sampling(config);
-    let teacher = LmPolicy::<B::InnerBackend>::load(&teacher_stage.join("model"), &inner_device, sampling.clone(), 0)?;
-    let student_dir = checkpoint.map_or_else(|| student_stage.join("model"), Path::to_path_buf);
-    let (student_config, student) = checkpoint::load::<B>(&student_dir, device)?;
-    let tokenizer = atod_models::ChatTokenizer::from_file(student_dir.join("tokenizer.json"))?;
+    let teacher = LmPolicy::<B::InnerBackend>::load(&teacher_dir, &inner_device, sampling.clone(), 0)
+        .with_context(|| format!("loading the teacher from {}", teacher_dir.display()))?;
+    let student_dir = checkpoint.map_or_else(|| student_init.clone(), Path::to_path_buf);
+    let (student_config, student) = checkpoint::load::<B>(&student_dir, device)
+        .with_context(|| format!("loading the student from {}", student_dir.display()))?;
+    let student_tokenizer = student_dir.join(atod_models::policy::TOKENIZER_FILE);
+    let tokenizer = atod_models::ChatTokenizer::from_file(&student_tokenizer)?;
+    if tokenizer.fingerprint() != teacher.tokenizer.fingerprint() {
+        bail!(
+            "the teacher's tokenizer {} and the student's tokenizer {} differ: the teacher scores the student's \
+             tokens, so both models must use one tokenizer",
+            teacher_dir.join(atod_models::policy::TOKENIZER_FILE).display(),
+            student_tokenizer.display()
+        );
+    }
+    if tokenizer.vocab_size() > student_config.vocab_size {
+        bail!(
+            "the tokenizer {} has {} tokens but the student's vocabulary has only {}",
+            student_tokenizer.display(),
+            tokenizer.vocab_size(),
+            student_config.vocab_size
+        );
+    }
     let loss = Loss::new(config.loss_config()?)?;
     let needs_reference = loss.needs().iter().any(|&(_, input)| input == atod_losses::Input::LpRef);
     if atod_models::cpu::isa::reproducible()
@@ -256,9 +292,8 @@ where
              not bit-identical across CPUs"
         );
     }
-    let reference = needs_reference
-        .then(|| LmPolicy::load(&student_stage.join("model"), &inner_device, sampling.clone(), 0))
-        .transpose()?;
+    let reference =
+        needs_reference.then(|| LmPolicy::load(&student_init, &inner_device, sampling.clone(), 0)).transpose()?;
     let optim = match checkpoint {
         Some(dir) => AdamW::<B>::load(&dir.join("optimizer.safetensors"), &inner_device)?,
         None => AdamW::<B>::new(config.train.optimizer.clone()),
@@ -402,7 +437,7 @@ where
         status: "finished".into(),
         name: config.name.clone(),
         env: config.env.name.clone(),
-        student: config.student.preset.clone(),
+        student: config.student.label(),
         method: config.method.clone(),
         seed: config.seed,
         steps,

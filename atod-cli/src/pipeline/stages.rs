@@ -193,6 +193,18 @@ pub fn tokenizer(
     progress: &dyn Progress,
 ) -> anyhow::Result<(Stage, ChatTokenizer)> {
     let demos = demos(registry, config, progress)?;
+    if let Some(file) = &config.tokenizer.file {
+        // A given tokenizer: the stage holds a copy, keyed by what the tokenizer does (its fingerprint), not by
+        // where the file is.
+        let given =
+            ChatTokenizer::from_file(file).with_context(|| format!("key `tokenizer.file`: {}", file.display()))?;
+        let key = key_of("tokenizer-file", &(&demos.key, format!("{:016x}", given.fingerprint())));
+        let stage = resolve(&stages_dir(&config.stages_dir), "tokenizer", &key, |dir| {
+            given.save(dir.join("tokenizer.json"))?;
+            Ok(())
+        })?;
+        return Ok((stage, given));
+    }
     let key = key_of("tokenizer", &(&demos.key, &config.tokenizer));
     let stage = resolve(&stages_dir(&config.stages_dir), "tokenizer", &key, |dir| {
         let texts = crate::demos::read_texts(&demos.dir.join("demos.jsonl"))?;
@@ -219,6 +231,31 @@ pub fn sft_data(
         Ok(())
     })?;
     Ok((stage, tokenizer))
+}
+
+/// The stage of a checkpoint directory used as a teacher or a student: `checkpoint-<key>/`, which holds no model
+/// (the model stays in its directory) but keeps the evaluations of it ([`super::cached_stage_eval`]) so that
+/// runs and grid cells share them, and `source.json` naming the directory. The key follows the checkpoint's
+/// files (names, sizes and modification times) and its tokenizer's fingerprint, so a checkpoint rewritten in
+/// place gets a fresh stage.
+pub fn checkpoint(config_stages_dir: &Option<PathBuf>, dir: &Path) -> anyhow::Result<Stage> {
+    let dir = fs::canonicalize(dir).with_context(|| format!("checkpoint directory {}", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_file() {
+            let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            files.push((entry.file_name().to_string_lossy().into_owned(), meta.len(), modified.map(|d| d.as_nanos())));
+        }
+    }
+    files.sort();
+    let key = key_of("checkpoint", &(&dir, &files));
+    resolve(&stages_dir(config_stages_dir), "checkpoint", &key, |stage| {
+        let source = serde_json::json!({ "checkpoint": dir, "files": files });
+        fs::write(stage.join("source.json"), serde_json::to_string_pretty(&source)? + "\n")?;
+        Ok(())
+    })
 }
 
 /// The SFT model of a config: `sft-<key>/model/` (an export directory) with its metrics and evaluation.
