@@ -206,6 +206,22 @@ pub fn run_episodes<B: HotPathBackend>(
     run(envs, specs, &mut LmActor(policy), cfg, max_turns)
 }
 
+/// [`run_episodes`] whose sampling does not depend on how episodes are batched: episode `i` (of `specs`) samples
+/// its turn `k` from the stream [`episode_turn_seed`]`(base, offset + i, k)`. The data-parallel trainer plays
+/// each node's share of a step's episodes so, `offset` being the share's first episode in the whole step, and
+/// the step plays the same tokens on any number of nodes.
+pub fn run_episodes_keyed<B: HotPathBackend>(
+    envs: &mut [Box<dyn Environment>],
+    specs: &[EpisodeSpec],
+    policy: &mut LmPolicy<B>,
+    base: u64,
+    offset: usize,
+    cfg: &RenderConfig,
+    max_turns: usize,
+) -> anyhow::Result<Rollout> {
+    run(envs, specs, &mut KeyedActor { policy, base, offset }, cfg, max_turns)
+}
+
 /// A rendered prompt and the expert's response to it: one DAgger transcript.
 pub type Labelled = (Vec<ChatMessage>, String);
 
@@ -314,8 +330,15 @@ trait Actor {
     fn tokenizer(&self) -> Option<&ChatTokenizer>;
     /// Whether each turn's input needs the environment's expert response.
     fn wants_expert(&self) -> bool;
-    /// One response per turn, in order.
-    fn act(&mut self, inputs: &[TurnInput], prompt_ids: &[Vec<u32>]) -> anyhow::Result<Vec<PolicyResponse>>;
+    /// One response per turn, in order; `rows[k]` is the episode (index into the specs) of turn `k`, all at turn
+    /// `turn_idx`.
+    fn act(
+        &mut self,
+        inputs: &[TurnInput],
+        prompt_ids: &[Vec<u32>],
+        rows: &[usize],
+        turn_idx: usize,
+    ) -> anyhow::Result<Vec<PolicyResponse>>;
 }
 
 struct LmActor<'a, B: HotPathBackend>(&'a mut LmPolicy<B>);
@@ -327,7 +350,13 @@ impl<B: HotPathBackend> Actor for LmActor<'_, B> {
     fn wants_expert(&self) -> bool {
         false
     }
-    fn act(&mut self, _inputs: &[TurnInput], prompt_ids: &[Vec<u32>]) -> anyhow::Result<Vec<PolicyResponse>> {
+    fn act(
+        &mut self,
+        _: &[TurnInput],
+        prompt_ids: &[Vec<u32>],
+        _: &[usize],
+        _: usize,
+    ) -> anyhow::Result<Vec<PolicyResponse>> {
         Ok(self.0.generate_ids(prompt_ids)?)
     }
 }
@@ -342,7 +371,13 @@ impl<B: HotPathBackend> Actor for LabelActor<'_, B> {
     fn wants_expert(&self) -> bool {
         true
     }
-    fn act(&mut self, _inputs: &[TurnInput], prompt_ids: &[Vec<u32>]) -> anyhow::Result<Vec<PolicyResponse>> {
+    fn act(
+        &mut self,
+        _: &[TurnInput],
+        prompt_ids: &[Vec<u32>],
+        _: &[usize],
+        _: usize,
+    ) -> anyhow::Result<Vec<PolicyResponse>> {
         Ok(self.0.generate_ids(prompt_ids)?)
     }
 }
@@ -356,9 +391,49 @@ impl Actor for TextActor<'_> {
     fn wants_expert(&self) -> bool {
         true
     }
-    fn act(&mut self, inputs: &[TurnInput], _prompt_ids: &[Vec<u32>]) -> anyhow::Result<Vec<PolicyResponse>> {
+    fn act(
+        &mut self,
+        inputs: &[TurnInput],
+        _: &[Vec<u32>],
+        _: &[usize],
+        _: usize,
+    ) -> anyhow::Result<Vec<PolicyResponse>> {
         Ok(self.0.act(inputs)?)
     }
+}
+
+/// A language model whose row of episode `i` at turn `k` samples from a stream keyed by (`base`, `offset + i`,
+/// `k`): an episode then plays the same tokens whichever other episodes share its batches (the data-parallel
+/// trainer's rollouts, split across nodes).
+struct KeyedActor<'a, B: HotPathBackend> {
+    policy: &'a mut LmPolicy<B>,
+    base: u64,
+    offset: usize,
+}
+
+impl<B: HotPathBackend> Actor for KeyedActor<'_, B> {
+    fn tokenizer(&self) -> Option<&ChatTokenizer> {
+        Some(&self.policy.tokenizer)
+    }
+    fn wants_expert(&self) -> bool {
+        false
+    }
+    fn act(
+        &mut self,
+        _: &[TurnInput],
+        prompt_ids: &[Vec<u32>],
+        rows: &[usize],
+        turn_idx: usize,
+    ) -> anyhow::Result<Vec<PolicyResponse>> {
+        let seeds: Vec<u64> = rows.iter().map(|&i| episode_turn_seed(self.base, self.offset + i, turn_idx)).collect();
+        Ok(self.policy.generate_ids_seeded(prompt_ids, &seeds)?)
+    }
+}
+
+/// The sampling seed of episode `episode`'s turn `turn` under base seed `base` ([`run_episodes_keyed`]).
+pub fn episode_turn_seed(base: u64, episode: usize, turn: usize) -> u64 {
+    use atod_core::rng::mix;
+    mix(base ^ mix(episode as u64 ^ 0x6570_6973_6f64_6500) ^ mix((turn as u64).wrapping_add(0x7475_726e)))
 }
 
 /// The most threads [`call_each`] calls environments on.
@@ -510,7 +585,7 @@ fn run(
         }
 
         let clock = Instant::now();
-        let responses = actor.act(&inputs, &prompt_ids)?;
+        let responses = actor.act(&inputs, &prompt_ids, &live, turn_idx)?;
         rollout.timing.generate_s += clock.elapsed().as_secs_f64();
         if responses.len() != live.len() {
             bail!("the policy answered {} of {} turns", responses.len(), live.len());

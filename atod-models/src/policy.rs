@@ -98,10 +98,18 @@ impl<B: HotPathBackend> LmPolicy<B> {
 
     /// Generates one response per prompt, each row from its own seed drawn from this policy's stream.
     pub fn generate_ids(&mut self, prompts: &[Vec<u32>]) -> Result<Vec<PolicyResponse>> {
+        let seeds: Vec<u64> = prompts.iter().map(|_| self.rng.next_u64()).collect();
+        self.generate_ids_seeded(prompts, &seeds)
+    }
+
+    /// Generates one response per prompt, row `i` sampled from stream `seeds[i]` (this policy's own stream is
+    /// not used): a row's tokens then do not depend on which other rows share its batch.
+    pub fn generate_ids_seeded(&mut self, prompts: &[Vec<u32>], seeds: &[u64]) -> Result<Vec<PolicyResponse>> {
+        assert_eq!(prompts.len(), seeds.len(), "one seed per prompt");
         let stop = [self.tokenizer.eot_id()];
         let mut out = Vec::with_capacity(prompts.len());
-        for chunk in prompts.chunks(self.batch_size.max(1)) {
-            let seeds: Vec<u64> = chunk.iter().map(|_| self.rng.next_u64()).collect();
+        let batch = self.batch_size.max(1);
+        for (chunk, seeds) in prompts.chunks(batch).zip(seeds.chunks(batch)) {
             let (model, sampling, stop) = (&self.model, &self.sampling, &stop);
             // Shards of row indices, so that each shard borrows its prompts and seeds rather than copying them.
             let rows: Vec<usize> = (0..chunk.len()).collect();

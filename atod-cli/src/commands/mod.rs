@@ -14,6 +14,8 @@ pub mod collect;
 pub mod envs;
 pub mod eval;
 pub mod grid;
+#[cfg(feature = "distributed")]
+pub mod orchestrator;
 pub mod play;
 pub mod report;
 pub mod schedule;
@@ -64,6 +66,9 @@ pub enum Command {
     Eval(eval::Args),
     /// Train every unfinished cell of a grid of runs (resuming), then write results.csv, results.md and plots.
     Grid(grid::Args),
+    /// Start the orchestrator of a data-parallel run (burn-collective's, and atod's control service beside it).
+    #[cfg(feature = "distributed")]
+    Orchestrator(orchestrator::Args),
     /// Play an environment in the terminal, replay a script of responses, or watch the expert.
     Play(play::Args),
     /// Regenerate the tables and plots of a grid directory, or show a run directory's results.
@@ -130,6 +135,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Envs(args) => envs::run(&crate::registry::build(&cli.plugins)?, &args),
         Command::Eval(args) => eval::run(&crate::registry::build(&cli.plugins)?, &args),
         Command::Grid(args) => grid::run(&cli.plugins, &args),
+        #[cfg(feature = "distributed")]
+        Command::Orchestrator(args) => orchestrator::run(&args),
         Command::Play(args) => play::run(&crate::registry::build(&cli.plugins)?, &args),
         Command::Report(args) => report::run(&args),
         Command::Schedule(args) => schedule::run(&args),

@@ -1,11 +1,17 @@
 //! `atod train --config FILE.toml [--resume] [--out DIR]`: the whole pipeline of one run. Missing stages
 //! (demonstrations, tokenizer, teacher, student initialisation) are built first and reused afterwards; then the
 //! online loop runs and the run ends by printing the teacher's success and the student's before and after.
+//!
+//! Data-parallel: `atod orchestrator --port P` once, then on each node `atod train --config FILE --nodes N
+//! --node-index I --orchestrator HOST:P [--node-port Q]` (a `[distributed]` table may give nodes and
+//! orchestrator); node 0 writes the run directory.
 
 use std::path::PathBuf;
 
+use anyhow::{bail, Context};
 use atod_envs::Registry;
 
+use crate::distributed::{DistributedConfig, Reduce};
 use crate::pipeline::config::TrainConfig;
 use crate::pipeline::run;
 use crate::progress;
@@ -25,6 +31,23 @@ pub struct Args {
     /// Print the summary as one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// Data-parallel training: the run's node count (the config's `distributed.nodes` otherwise). `--nodes 1`
+    /// runs the data-parallel path in this process alone, the reference a run on N nodes reproduces.
+    #[arg(long, value_name = "N")]
+    pub nodes: Option<usize>,
+    /// This node's index, 0..N (node 0 writes the run directory).
+    #[arg(long, value_name = "I")]
+    pub node_index: Option<usize>,
+    /// burn's global orchestrator, `HOST:PORT` (`atod orchestrator --port PORT`; `distributed.orchestrator`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub orchestrator: Option<String>,
+    /// This node's port for transfers between nodes (default: a free one).
+    #[arg(long, value_name = "PORT")]
+    pub node_port: Option<u16>,
+    /// How nodes sum gradients: ordered (default: the same bits whatever the nodes' registration order), ring,
+    /// tree or centralized (burn's all-reduce strategies); `distributed.reduce`.
+    #[arg(long, value_name = "KIND")]
+    pub reduce: Option<String>,
 }
 
 /// Runs `atod train`.
@@ -34,7 +57,10 @@ pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
         config.reproducible = on;
     }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
-    let summary = run::run(registry, &config, &out, args.resume, &progress::bar(0, "train"))?;
+    let summary = match distributed_config(&mut config, args)? {
+        None => run::run(registry, &config, &out, args.resume, &progress::bar(0, "train"))?,
+        Some(index) => run_node(registry, &config, &out, args, index)?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -49,6 +75,70 @@ pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
         println!("wall time      {:.0} s", summary.wall_seconds);
     }
     Ok(())
+}
+
+/// Merges the data-parallel flags into the config's `[distributed]` table; `Some(node index)` when the run is
+/// data-parallel.
+fn distributed_config(config: &mut TrainConfig, args: &Args) -> anyhow::Result<Option<usize>> {
+    let flags = args.nodes.is_some() || args.orchestrator.is_some() || args.reduce.is_some();
+    if config.distributed.is_none() && !flags {
+        if args.node_index.is_some() || args.node_port.is_some() {
+            bail!("--node-index and --node-port belong to a data-parallel run: give --nodes N and --orchestrator");
+        }
+        return Ok(None);
+    }
+    let table = config.distributed.get_or_insert_with(|| DistributedConfig {
+        nodes: 1,
+        orchestrator: String::new(),
+        reduce: Reduce::default(),
+        timeout_s: 1800,
+    });
+    if let Some(nodes) = args.nodes {
+        table.nodes = nodes;
+    }
+    if let Some(orchestrator) = &args.orchestrator {
+        table.orchestrator = orchestrator.clone();
+    }
+    if let Some(reduce) = &args.reduce {
+        table.reduce = reduce.parse().context("--reduce")?;
+    }
+    if table.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if table.nodes > 1 && table.orchestrator.is_empty() {
+        bail!("a run on {} nodes needs --orchestrator HOST:PORT (start one with `atod orchestrator`)", table.nodes);
+    }
+    match args.node_index {
+        Some(index) => Ok(Some(index)),
+        None if table.nodes == 1 => Ok(Some(0)),
+        None => bail!("a run on {} nodes needs --node-index I (0..{})", table.nodes, table.nodes),
+    }
+}
+
+/// Joins the run's nodes and trains as node `index`.
+#[cfg(feature = "distributed")]
+fn run_node(
+    registry: &Registry,
+    config: &TrainConfig,
+    out: &std::path::Path,
+    args: &Args,
+    index: usize,
+) -> anyhow::Result<run::RunSummary> {
+    let table = config.distributed.as_ref().expect("a data-parallel config");
+    // Every node must train the same config; where each keeps its stages is its own affair.
+    let mut hashed = config.clone();
+    hashed.stages_dir = None;
+    let hash = crate::distributed::text_hash(&toml::to_string(&hashed)?);
+    let cluster = crate::distributed::join(table, index, args.node_port, &hash)?;
+    let label = format!("train (node {index} of {})", table.nodes);
+    let summary = run::run_distributed(registry, config, out, args.resume, &progress::bar(0, &label), &cluster)?;
+    cluster.finish()?;
+    Ok(summary)
+}
+
+#[cfg(not(feature = "distributed"))]
+fn run_node(_: &Registry, _: &TrainConfig, _: &std::path::Path, _: &Args, _: usize) -> anyhow::Result<run::RunSummary> {
+    bail!("this atod was built without the `distributed` feature: data-parallel runs need it")
 }
 
 /// "6.2% success (95% CI 1.7-20.1%, 32 episodes)": the rate with Wilson's interval over the evaluation episodes,

@@ -448,6 +448,9 @@ pub struct TrainConfig {
     /// Overrides of the method's loss preset (keys of atod-losses' `[loss]` table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<toml::Table>,
+    /// Data-parallel training across nodes (`atod train --nodes N ...` says the same; crate::distributed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<crate::distributed::DistributedConfig>,
 }
 
 fn default_method() -> String {

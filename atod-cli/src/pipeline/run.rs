@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::config::TrainConfig;
 use super::trainer::{Models, Settings, Trainer};
 use super::{stages, EvalSummary};
+use crate::distributed::Cluster;
 use crate::progress::Progress;
 
 /// What `summary.json` holds at the end of a run (the grid's contract).
@@ -94,6 +95,48 @@ struct CheckpointState {
     initial_episodes: u64,
     #[serde(default)]
     teacher_episodes: u64,
+    /// Nodes of a data-parallel run (absent, 1, for a single process): a run resumes with the same count.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    nodes: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+/// What the nodes of a data-parallel run agree on before the first step: where they start, and node 0's
+/// evaluations before training (so that every node's summary carries them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct NodeStart {
+    start: u64,
+    initial_success_rate: f64,
+    teacher_success_rate: f64,
+    initial_episodes: u64,
+    teacher_episodes: u64,
+}
+
+/// Node 0's final evaluation, for the other nodes' summaries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct NodeFinal {
+    final_success_rate: f64,
+    final_episodes: u64,
+}
+
+/// One line of `nodes/node-<i>.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+struct NodeLine<'a> {
+    step: u64,
+    node: usize,
+    weight_hash: &'a str,
+    samples: f64,
+    #[serde(rename = "time/step")]
+    time_step: f64,
+    #[serde(rename = "time/collective")]
+    time_collective: f64,
 }
 
 /// Runs (or resumes) a training run into `out`, reporting its stages and steps to `progress`.
@@ -104,17 +147,44 @@ pub fn run(
     resume: bool,
     progress: &dyn Progress,
 ) -> anyhow::Result<RunSummary> {
+    run_as(registry, config, out, resume, progress, None)
+}
+
+/// [`run`] as one node of a data-parallel run (crate::distributed): every node trains the same steps, each on
+/// its share of the tasks (Trainer::step_on); node 0 writes the run directory (config, metrics with the weights'
+/// hash, evaluations, checkpoints, final policy, summary) and evaluates, while the others wait for it. Every
+/// node appends `nodes/node-<i>.jsonl` (step, weight hash, timings) to `out`. Resuming needs the same node count
+/// and every node's `out` holding the same checkpoints (one shared directory, or copies).
+pub fn run_distributed(
+    registry: &Registry,
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    progress: &dyn Progress,
+    cluster: &Cluster,
+) -> anyhow::Result<RunSummary> {
+    run_as(registry, config, out, resume, progress, Some(cluster))
+}
+
+fn run_as(
+    registry: &Registry,
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    progress: &dyn Progress,
+    cluster: Option<&Cluster>,
+) -> anyhow::Result<RunSummary> {
     let device: DeviceSpec = config.device.parse()?;
     atod_models::cpu::isa::set_reproducible(config.reproducible);
     match device {
         DeviceSpec::Cpu => {
-            run_on::<atod_models::CpuAutodiff>(registry, config, out, resume, progress, &Default::default())
+            run_on::<atod_models::CpuAutodiff>(registry, config, out, resume, progress, &Default::default(), cluster)
         }
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => {
             atod_models::backend::check_cuda(&device)?;
             let cuda = device.cuda_device().expect("a CUDA spec");
-            run_on::<atod_models::CudaAutodiff>(registry, config, out, resume, progress, &cuda)
+            run_on::<atod_models::CudaAutodiff>(registry, config, out, resume, progress, &cuda, cluster)
         }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("DeviceSpec refuses CUDA without the cuda feature"),
@@ -318,6 +388,7 @@ fn run_on<B>(
     resume: bool,
     progress: &dyn Progress,
     device: &B::Device,
+    cluster: Option<&Cluster>,
 ) -> anyhow::Result<RunSummary>
 where
     B: AutodiffBackend + HotPathBackend,
@@ -326,16 +397,28 @@ where
     let started = Instant::now();
     let settings = Settings::of(config);
     let steps = settings.steps;
-    if out.join("summary.json").exists() && !resume {
+    // The leader writes the run directory; the other nodes of a data-parallel run only their own node file.
+    let leader = cluster.is_none_or(Cluster::is_leader);
+    let nodes = cluster.map_or(1, Cluster::nodes) as u64;
+    if leader && out.join("summary.json").exists() && !resume {
         bail!("{} already holds a finished run; choose another --out or delete it", out.display());
     }
     let checkpoint = if resume { latest_checkpoint(out) } else { None };
-    if !resume && out.join("metrics.jsonl").exists() {
+    if leader && !resume && out.join("metrics.jsonl").exists() {
         bail!("{} already holds a run; pass --resume to continue it", out.display());
     }
     fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let _lock = RunLock::acquire(out)?;
-    checkpoint::write_file_atomic(&out.join("config.toml"), toml::to_string(config)?.as_bytes())?;
+    let _lock = if leader { Some(RunLock::acquire(out)?) } else { None };
+    if leader {
+        checkpoint::write_file_atomic(&out.join("config.toml"), toml::to_string(config)?.as_bytes())?;
+    }
+    let node_file = cluster.map(|c| out.join("nodes").join(format!("node-{}.jsonl", c.index())));
+    if let Some(file) = &node_file {
+        fs::create_dir_all(out.join("nodes"))?;
+        if checkpoint.is_none() {
+            let _ = fs::remove_file(file);
+        }
+    }
 
     let checkpoint_dir = checkpoint.as_ref().map(|(_, dir)| dir.as_path());
     let Start { teacher_stage, student_stage, models, optim, loss } =
@@ -346,21 +429,35 @@ where
 
     // Where the run starts: fresh (evaluate the teacher and the student first) or from a checkpoint.
     let eval_seed = 0;
-    let (start, initial_success_rate, teacher_success_rate, initial_episodes, teacher_episodes) = match &checkpoint {
+    let mut begin = match &checkpoint {
         Some((step, dir)) => {
             let state: CheckpointState = serde_json::from_str(&fs::read_to_string(dir.join("state.json"))?)?;
-            truncate_jsonl(&out.join("metrics.jsonl"), |s| s < *step)?;
-            truncate_jsonl(&out.join("evals.jsonl"), |s| s <= *step)?;
+            if state.nodes != nodes {
+                bail!(
+                    "{} was trained on {} node(s) and this run has {nodes}: resume it with --nodes {} (the step's \
+                     tasks are shared out by node, and its sampling follows)",
+                    out.display(),
+                    state.nodes,
+                    state.nodes
+                );
+            }
+            if leader {
+                truncate_jsonl(&out.join("metrics.jsonl"), |s| s < *step)?;
+                truncate_jsonl(&out.join("evals.jsonl"), |s| s <= *step)?;
+            }
+            if let Some(file) = &node_file {
+                truncate_jsonl(file, |s| s < *step)?;
+            }
             eprintln!("resuming {} at step {step}", out.display());
-            (
-                *step,
-                state.initial_success_rate,
-                state.teacher_success_rate,
-                state.initial_episodes,
-                state.teacher_episodes,
-            )
+            NodeStart {
+                start: *step,
+                initial_success_rate: state.initial_success_rate,
+                teacher_success_rate: state.teacher_success_rate,
+                initial_episodes: state.initial_episodes,
+                teacher_episodes: state.teacher_episodes,
+            }
         }
-        None => {
+        None if leader => {
             for file in ["metrics.jsonl", "evals.jsonl"] {
                 let _ = fs::remove_file(out.join(file));
             }
@@ -376,44 +473,95 @@ where
                 "teacher success {:.3}, student before training {:.3}",
                 teacher_eval.success_rate, initial.success_rate
             );
-            (0, initial.success_rate, teacher_eval.success_rate, initial.episodes, teacher_eval.episodes)
+            NodeStart {
+                start: 0,
+                initial_success_rate: initial.success_rate,
+                teacher_success_rate: teacher_eval.success_rate,
+                initial_episodes: initial.episodes,
+                teacher_episodes: teacher_eval.episodes,
+            }
         }
+        None => NodeStart {
+            start: 0,
+            initial_success_rate: 0.0,
+            teacher_success_rate: 0.0,
+            initial_episodes: 0,
+            teacher_episodes: 0,
+        },
     };
+    if let Some(cluster) = cluster {
+        let starts = cluster.gather("the nodes' start", &begin)?;
+        if let Some((node, other)) = starts.iter().enumerate().find(|(_, s)| s.start != begin.start) {
+            bail!(
+                "node {node} starts at step {} and node {} at step {}: every node's {} must hold the same \
+                 checkpoints",
+                other.start,
+                cluster.index(),
+                begin.start,
+                out.display()
+            );
+        }
+        begin = starts.into_iter().next().expect("node 0's");
+    }
+    let NodeStart { start, initial_success_rate, teacher_success_rate, initial_episodes, teacher_episodes } = begin;
 
     let label = format!("{} {}", config.method, config.env.name);
     let mut last_eval = None;
     progress.start(steps, &label);
     progress.set_position(start);
     for step in start..steps {
-        let metrics = trainer.step(step)?;
+        let (metrics, hash) = match cluster {
+            Some(cluster) => {
+                let (metrics, hash) = trainer.step_on(step, cluster).with_context(|| format!("step {step}"))?;
+                (metrics, Some(hash))
+            }
+            None => (trainer.step(step)?, None),
+        };
         let skipped = metrics["train/skipped_updates"];
-        if skipped > 0.0 {
+        if skipped > 0.0 && leader {
             eprintln!("warning: step {step}: {skipped} update(s) skipped for a non-finite loss or gradient");
         }
-        let mut line = serde_json::Map::new();
-        line.insert("step".into(), step.into());
-        line.extend(metrics.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))));
-        append_jsonl(&out.join("metrics.jsonl"), &line)?;
-
-        let done = step + 1;
-        if done % config.train.eval_every.max(1) == 0 || done == steps {
-            let mut policy = trainer.policy(eval_sampling.clone(), 0)?;
-            let summary = super::evaluate_train(&mut policy, plugin, config, eval_seed, &())?;
-            last_eval = Some(summary.success_rate);
-            append_jsonl(
-                &out.join("evals.jsonl"),
-                &EvalLine { step: done, split: config.env.eval_split.clone(), summary },
-            )?;
-        }
-        if done % config.train.checkpoint_every.max(1) == 0 || done == steps {
-            let state = CheckpointState {
-                step: done,
-                initial_success_rate,
-                teacher_success_rate,
-                initial_episodes,
-                teacher_episodes,
+        if let (Some(cluster), Some(file), Some(hash)) = (cluster, &node_file, &hash) {
+            let line = NodeLine {
+                step,
+                node: cluster.index(),
+                weight_hash: hash,
+                samples: metrics["dist/node_samples"],
+                time_step: metrics["time/step"],
+                time_collective: metrics["time/collective"],
             };
-            save_checkpoint(out, &trainer, &state)?;
+            append_jsonl(file, &line)?;
+        }
+        let done = step + 1;
+        if leader {
+            let mut line = serde_json::Map::new();
+            line.insert("step".into(), step.into());
+            line.extend(metrics.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))));
+            if let Some(hash) = &hash {
+                line.insert("weight_hash".into(), hash.clone().into());
+            }
+            append_jsonl(&out.join("metrics.jsonl"), &line)?;
+
+            if done % config.train.eval_every.max(1) == 0 || done == steps {
+                let mut policy = trainer.policy(eval_sampling.clone(), 0)?;
+                let summary = super::evaluate_train(&mut policy, plugin, config, eval_seed, &())?;
+                last_eval = Some(summary.success_rate);
+                append_jsonl(
+                    &out.join("evals.jsonl"),
+                    &EvalLine { step: done, split: config.env.eval_split.clone(), summary },
+                )?;
+            }
+            if done % config.train.checkpoint_every.max(1) == 0 || done == steps {
+                let state = CheckpointState {
+                    step: done,
+                    initial_success_rate,
+                    teacher_success_rate,
+                    initial_episodes,
+                    teacher_episodes,
+                    nodes,
+                };
+                save_checkpoint(out, &trainer, &state)?;
+            }
         }
         progress.set_position(done);
         progress.set_message(&format!(
@@ -426,13 +574,20 @@ where
     progress.finish();
 
     // The final policy and the summary.
-    let final_policy = trainer.policy(eval_sampling, 0)?;
-    final_policy.save(&out.join("final"))?;
-    let (final_success_rate, final_episodes) = if steps == 0 {
-        (initial_success_rate, initial_episodes)
-    } else {
-        last_eval_success(out)?.unwrap_or((initial_success_rate, initial_episodes))
-    };
+    let mut ending = NodeFinal { final_success_rate: initial_success_rate, final_episodes: initial_episodes };
+    if leader {
+        let final_policy = trainer.policy(eval_sampling, 0)?;
+        final_policy.save(&out.join("final"))?;
+        if steps > 0 {
+            if let Some((rate, episodes)) = last_eval_success(out)? {
+                ending = NodeFinal { final_success_rate: rate, final_episodes: episodes };
+            }
+        }
+    }
+    if let Some(cluster) = cluster {
+        ending = cluster.gather("the final evaluation", &ending)?.into_iter().next().expect("node 0's");
+    }
+    let NodeFinal { final_success_rate, final_episodes } = ending;
     let summary = RunSummary {
         status: "finished".into(),
         name: config.name.clone(),
@@ -451,10 +606,12 @@ where
         isa: atod_models::cpu::isa::level().name().to_owned(),
         wall_seconds: started.elapsed().as_secs_f64(),
     };
-    checkpoint::write_file_atomic(
-        &out.join("summary.json"),
-        (serde_json::to_string_pretty(&summary)? + "\n").as_bytes(),
-    )?;
+    if leader {
+        checkpoint::write_file_atomic(
+            &out.join("summary.json"),
+            (serde_json::to_string_pretty(&summary)? + "\n").as_bytes(),
+        )?;
+    }
     Ok(summary)
 }
 

@@ -34,6 +34,9 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::config::TrainConfig;
 use super::update::sharded_backward;
+
+#[path = "data_parallel.rs"]
+mod data_parallel;
 use crate::render::RenderConfig;
 use crate::rollout::{run_episodes, EpisodeSpec, Rollout};
 
@@ -324,7 +327,10 @@ where
         for _ in 0..self.settings.ppo_epochs {
             shuffle.shuffle(&mut order);
             for rows in order.chunks(self.settings.mini_batch_size) {
-                let Some((grads, metrics)) = self.mini_batch_grads(rollout, scores, advantages, rows, info)? else {
+                let all_tokens: Vec<usize> = rows.iter().map(|&r| rollout.samples[r].response_ids.len()).collect();
+                let Some((grads, metrics)) =
+                    self.mini_batch_grads(rollout, scores, advantages, rows, &all_tokens, info)?
+                else {
                     report.skipped += 1;
                     continue;
                 };
@@ -354,18 +360,19 @@ where
 
     /// The gradient of one mini-batch `rows` and its metrics, the backward sharded across threads: every
     /// shard's objective is weighted by its share of the aggregation's normaliser, so that the summed gradients
-    /// are the whole mini-batch's. `None` when a shard's loss is not finite.
+    /// are the whole mini-batch's. `all_tokens` are the response lengths of the whole mini-batch, of which
+    /// `rows` may be only this node's part (the data-parallel update). `None` when a shard's loss is not finite.
     fn mini_batch_grads(
         &self,
         rollout: &Rollout,
         scores: &Scores,
         advantages: &[Vec<f32>],
         rows: &[usize],
+        all_tokens: &[usize],
         info: StepInfo,
     ) -> anyhow::Result<Option<(GradientsParams, BTreeMap<String, f64>)>> {
         let samples = &rollout.samples;
         let tokens = |rs: &[usize]| -> Vec<usize> { rs.iter().map(|&r| samples[r].response_ids.len()).collect() };
-        let all_tokens = tokens(rows);
         let temperature = self.settings.temperature_at(info.step);
         let (loss, teacher) = (&self.loss, &self.teacher.model);
         let needs_vocab = loss.needs().iter().any(|&(_, input)| input == Input::Vocab);
@@ -395,7 +402,7 @@ where
             if !output.is_finite() {
                 return Ok(None);
             }
-            let weight = loss.config().aggregation.shard_weight(&tokens(shard), &all_tokens);
+            let weight = loss.config().aggregation.shard_weight(&tokens(shard), all_tokens);
             Ok(Some((output.loss * weight as f32, (weight, output.metrics))))
         })?;
         Ok(result.map(|(grads, shards)| {
