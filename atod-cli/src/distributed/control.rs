@@ -338,6 +338,16 @@ pub fn join_error(address: &str, node: usize, nodes: usize, hash: &str) -> Strin
     }
 }
 
+impl Drop for ControlClient {
+    /// Closes the connection for its reader thread too (a dropped clone alone would leave the socket open, and
+    /// the service would never see this node leave).
+    fn drop(&mut self) {
+        if let Ok(writer) = self.writer.lock() {
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 impl std::fmt::Debug for ControlClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlClient").field("local_ip", &self.local_ip).finish()
