@@ -2,7 +2,8 @@
 //! --nodes 2 --node-index 0|1 --orchestrator 127.0.0.1:P` on the loopback. Two nodes finish with one metrics
 //! line per step and the same weight hash on both at every step, and match one node's metrics up to float
 //! rounding; a killed node stops the other within 60 s with one error line naming it, the last checkpoint
-//! intact and resumable; a node with another config is refused when it joins.
+//! intact and resumable; a node with another config is refused when it joins; SFT stages train on every node
+//! alike, as on machines that share no files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -254,4 +255,78 @@ fn a_node_with_another_config_is_refused_when_it_joins() {
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.starts_with("error:") && stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+/// `configs/smoke.toml` itself (SFT stages included, shortened), its stages in `stages`.
+fn smoke_with_stages(dir: &Path, stages: &Path, name: &str) -> PathBuf {
+    let base = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/smoke.toml")).unwrap();
+    let text = format!("stages_dir = \"{}\"\n{base}", stages.display())
+        .replace("episodes = 100", "episodes = 24")
+        .replace("steps = 300", "steps = 30")
+        .replace("steps = 100", "steps = 20")
+        .replace("steps = 6", "steps = 2");
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// What the SFT stages under `stages` trained, by relative path: every file of their `model/` directories, and
+/// the losses and gradient norms of their `metrics.jsonl`.
+fn sft_files(stages: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut todo = vec![stages.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path.strip_prefix(stages).unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if relative.starts_with("sft-") {
+                    todo.push(path);
+                }
+            } else if relative.starts_with("sft-") && relative.contains("/model/") {
+                files.insert(relative, std::fs::read(&path).unwrap());
+            } else if relative.starts_with("sft-") && relative.ends_with("/metrics.jsonl") {
+                // Losses and gradient norms, not the throughput.
+                let losses: Vec<u8> = jsonl(&path)
+                    .iter()
+                    .flat_map(|l| format!("{} {} {}\n", l["step"], l["loss"], l["grad_norm"]).into_bytes())
+                    .collect();
+                files.insert(relative, losses);
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn sft_stages_train_on_every_node_alike_without_shared_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    let _orchestrator = orchestrator(port);
+    // Two "machines": each node its own stages and run directory, so each builds (and keeps) its own copy.
+    let stages: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("stages-{i}"))).collect();
+    let configs: Vec<PathBuf> =
+        (0..2).map(|i| smoke_with_stages(dir.path(), &stages[i], &format!("node-{i}.toml"))).collect();
+    let nodes: Vec<Child> =
+        (0..2).map(|i| node(&configs[i], &dir.path().join(format!("run-{i}")), 2, i, port, &[])).collect();
+    for (i, child) in nodes.into_iter().enumerate() {
+        let (code, _, stderr) = finish(child, Duration::from_secs(900), &format!("node {i}"));
+        assert_eq!(code, Some(0), "node {i}:\n{stderr}");
+    }
+    let (first, second) = (sft_files(&stages[0]), sft_files(&stages[1]));
+    let models = first.keys().filter(|k| k.ends_with("model.safetensors")).count();
+    assert_eq!(first.keys().filter(|k| k.ends_with("metrics.jsonl")).count(), 2);
+    assert_eq!(models, 2, "a teacher and a student stage: {:?}", first.keys().collect::<Vec<_>>());
+    assert_eq!(first.keys().collect::<Vec<_>>(), second.keys().collect::<Vec<_>>());
+    for (name, bytes) in &first {
+        assert!(bytes == &second[name], "{name} differs between the nodes' stages");
+    }
+    let hashes: Vec<Vec<Value>> = (0..2)
+        .map(|i| {
+            let file = dir.path().join(format!("run-{i}/nodes/node-{i}.jsonl"));
+            jsonl(&file).iter().map(|l| l["weight_hash"].clone()).collect()
+        })
+        .collect();
+    assert_eq!(hashes[0].len(), 2);
+    assert_eq!(hashes[0], hashes[1]);
 }

@@ -352,13 +352,43 @@ impl Cluster {
             if part.len() != 4 * values.len() {
                 bail!("node {i} sent {} gradient values, this node {}", part.len() / 4, values.len());
             }
-            for (t, b) in total.iter_mut().zip(part.chunks_exact(4)) {
-                let v = f32::from_bits(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                // The first node's value itself, not 0 + it: keeps -0.0 as a single node's sum does.
-                *t = if i == 0 { v } else { *t + v };
-            }
+            add_in_order(&mut total, part, i == 0);
         }
         Ok(total)
+    }
+
+    /// Every node's `meta` (in node order) and the sum of every node's `gradients` ([`Cluster::sum_gradients`]),
+    /// in one all-gather for `ordered` (a mini-batch's metrics ride with its gradients), else a gather and an
+    /// all-reduce.
+    pub fn gather_with_gradients<T: Serialize + DeserializeOwned>(
+        &self,
+        meta: &T,
+        gradients: Vec<f32>,
+    ) -> anyhow::Result<(Vec<T>, Vec<f32>)> {
+        if self.reduce != Reduce::Ordered || self.nodes() == 1 {
+            let metas = self.gather("a mini-batch's metrics gather", meta)?;
+            return Ok((metas, self.sum_gradients(gradients)?));
+        }
+        let json = serde_json::to_vec(meta)?;
+        let mut bytes = Vec::with_capacity(4 + json.len() + 4 * gradients.len());
+        bytes.extend(u32::try_from(json.len())?.to_le_bytes());
+        bytes.extend(&json);
+        bytes.extend(gradients.iter().flat_map(|v| v.to_bits().to_le_bytes()));
+        let parts = self.gather_bytes("a mini-batch's gradients and metrics gather", &bytes)?;
+        let mut metas = Vec::with_capacity(parts.len());
+        let mut total = vec![0f32; gradients.len()];
+        for (i, part) in parts.iter().enumerate() {
+            let garbage = || anyhow!("node {i} sent a malformed gradient message");
+            let len = u32::from_le_bytes(part.get(..4).ok_or_else(garbage)?.try_into()?) as usize;
+            let json = part.get(4..4 + len).ok_or_else(garbage)?;
+            metas.push(serde_json::from_slice(json).with_context(|| format!("node {i} sent garbage"))?);
+            let grads = &part[4 + len..];
+            if grads.len() != 4 * gradients.len() {
+                bail!("node {i} sent {} gradient values, this node {}", grads.len() / 4, gradients.len());
+            }
+            add_in_order(&mut total, grads, i == 0);
+        }
+        Ok((metas, total))
     }
 
     /// Leaves the run: tells the control service this node finished (so that its exit is not a failure) and
@@ -368,6 +398,15 @@ impl Cluster {
             control.done();
         }
         self.collective.finish()
+    }
+}
+
+/// Adds the little-endian f32 bits `bytes` to `total` element by element; the `first` node's values are taken
+/// as they are, not added to 0, which keeps a -0.0 as one node's sum does.
+fn add_in_order(total: &mut [f32], bytes: &[u8], first: bool) {
+    for (t, b) in total.iter_mut().zip(bytes.chunks_exact(4)) {
+        let v = f32::from_bits(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        *t = if first { v } else { *t + v };
     }
 }
 
@@ -541,6 +580,13 @@ mod tests {
                         let gathered = c.gather_bytes("g", &mine).unwrap();
                         let json = c.gather("j", &format!("node {i}")).unwrap();
                         let grads = c.sum_gradients(vec![0.1 * (i as f32 + 1.0), -0.0, f32::MIN_POSITIVE]).unwrap();
+                        let (metas, with) =
+                            c.gather_with_gradients(&i, vec![0.1 * (i as f32 + 1.0), -0.0, f32::MIN_POSITIVE]).unwrap();
+                        assert_eq!(metas, vec![0, 1, 2]);
+                        assert_eq!(
+                            with.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            grads.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                        );
                         (sums, gathered, json, grads)
                     })
                 })

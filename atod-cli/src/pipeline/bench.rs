@@ -87,7 +87,7 @@ where
     B: AutodiffBackend + HotPathBackend,
     B::InnerBackend: HotPathBackend,
 {
-    let Start { models, optim, loss, .. } = start::<B>(registry, config, None, progress, device)?;
+    let Start { models, optim, loss, .. } = start::<B>(registry, config, None, progress, device, None)?;
     let plugin = registry.get(&config.env.name)?;
     let settings = Settings { steps: config.train.steps, ..Settings::of(config) };
     let mut trainer = Trainer::new(plugin, &config.env.config_toml(), models, optim, loss, settings)?;

@@ -24,7 +24,6 @@ use std::time::Instant;
 use anyhow::bail;
 use atod_core::rng::{mix, SplitMix64};
 use atod_losses::StepInfo;
-use atod_models::optim::AdamW;
 use atod_models::HotPathBackend;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
@@ -235,14 +234,13 @@ where
                     finite: computed.is_some(),
                     metrics: computed.as_ref().map(|(_, m)| m.clone()).unwrap_or_default(),
                 };
-                let parts = cluster.gather("a mini-batch's metrics gather", &part)?;
+                let grads = computed.map(|(grads, _)| grads).unwrap_or_default();
+                let flat = distributed::flatten_grads(self.student(), &grads);
+                let (parts, summed) = cluster.gather_with_gradients(&part, flat)?;
                 if parts.iter().any(|p| !p.finite) {
                     report.skipped += 1;
                     continue;
                 }
-                let (grads, _) = computed.expect("finite");
-                let flat = distributed::flatten_grads(self.student(), &grads);
-                let summed = cluster.sum_gradients(flat)?;
                 let grads = distributed::unflatten_grads(self.student(), &summed)?;
                 let mut metrics: BTreeMap<String, f64> = BTreeMap::new();
                 for part in &parts {
@@ -250,23 +248,7 @@ where
                         *metrics.entry(k.clone()).or_default() += v;
                     }
                 }
-                for (k, v) in metrics {
-                    let entry = sums.entry(k).or_default();
-                    entry.0 += v * rows.len() as f64;
-                    entry.1 += rows.len() as f64;
-                }
-                let student = self.student.take().expect("the student is here");
-                if !AdamW::<B>::grad_norm(&student, &grads).is_finite() {
-                    self.student = Some(student);
-                    report.skipped += 1;
-                    continue;
-                }
-                let (next, step) = self.optim.step(lr, student, grads);
-                self.student = Some(next);
-                report.updates += 1;
-                let entry = sums.entry("actor/grad_norm".into()).or_default();
-                entry.0 += step.grad_norm;
-                entry.1 += 1.0;
+                self.apply(grads, metrics, rows.len(), &mut report, &mut sums);
             }
         }
         report.metrics = sums.into_iter().map(|(k, (sum, n))| (k, sum / n.max(1.0))).collect();

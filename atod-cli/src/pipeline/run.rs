@@ -297,6 +297,7 @@ pub fn start<B>(
     checkpoint: Option<&Path>,
     progress: &dyn Progress,
     device: &B::Device,
+    cluster: Option<&Cluster>,
 ) -> anyhow::Result<Start<B>>
 where
     B: AutodiffBackend + HotPathBackend,
@@ -306,7 +307,7 @@ where
     let (teacher_stage, teacher_dir) = match &config.teacher.checkpoint {
         Some(dir) => (stages::checkpoint(&config.stages_dir, dir)?.dir, dir.clone()),
         None => {
-            let stage = stages::sft(registry, &config.sft_stage(&config.teacher_sft()), progress)?.dir;
+            let stage = stages::sft_on(registry, &config.sft_stage(&config.teacher_sft()), progress, cluster)?.dir;
             let model = stage.join("model");
             (stage, model)
         }
@@ -319,7 +320,7 @@ where
             (stage, model)
         }
         (None, None) => {
-            let stage = stages::sft(registry, &config.sft_stage(&config.student), progress)?.dir;
+            let stage = stages::sft_on(registry, &config.sft_stage(&config.student), progress, cluster)?.dir;
             let model = stage.join("model");
             (stage, model)
         }
@@ -422,7 +423,7 @@ where
 
     let checkpoint_dir = checkpoint.as_ref().map(|(_, dir)| dir.as_path());
     let Start { teacher_stage, student_stage, models, optim, loss } =
-        start::<B>(registry, config, checkpoint_dir, progress, device)?;
+        start::<B>(registry, config, checkpoint_dir, progress, device, cluster)?;
     let plugin = registry.get(&config.env.name)?;
     let mut trainer = Trainer::new(plugin, &config.env.config_toml(), models, optim, loss, settings)?;
     let eval_sampling = eval_sampling(config);

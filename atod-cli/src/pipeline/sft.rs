@@ -26,6 +26,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::config::SftRunConfig;
+use crate::distributed::Cluster;
 use crate::progress::Progress;
 
 /// One logged SFT step.
@@ -73,16 +74,39 @@ pub fn train(
     out: &Path,
     progress: &dyn Progress,
 ) -> anyhow::Result<()> {
+    train_with(registry, config, demos, tokenizer, out, progress, None)
+}
+
+/// [`train`] as one node of a data-parallel run: every node draws the same batches, computes the gradient of its
+/// contiguous share of each batch's rows (each weighted by the whole batch's target count), and the nodes sum
+/// them before every AdamW step ([`SftTrainer::step_on`]); everything else (DAgger rounds, snapshots, the
+/// evaluation) every node does alike, so every node writes the same stage.
+pub fn train_with(
+    registry: &Registry,
+    config: &SftRunConfig,
+    demos: &Path,
+    tokenizer: ChatTokenizer,
+    out: &Path,
+    progress: &dyn Progress,
+    cluster: Option<&Cluster>,
+) -> anyhow::Result<()> {
     let device: DeviceSpec = config.device.parse()?;
     match device {
-        DeviceSpec::Cpu => {
-            train_on::<atod_models::CpuAutodiff>(registry, config, demos, tokenizer, out, progress, &Default::default())
-        }
+        DeviceSpec::Cpu => train_on::<atod_models::CpuAutodiff>(
+            registry,
+            config,
+            demos,
+            tokenizer,
+            out,
+            progress,
+            &Default::default(),
+            cluster,
+        ),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => {
             atod_models::backend::check_cuda(&device)?;
             let cuda = device.cuda_device().expect("a CUDA spec");
-            train_on::<atod_models::CudaAutodiff>(registry, config, demos, tokenizer, out, progress, &cuda)
+            train_on::<atod_models::CudaAutodiff>(registry, config, demos, tokenizer, out, progress, &cuda, cluster)
         }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("DeviceSpec refuses CUDA without the cuda feature"),
@@ -118,7 +142,25 @@ where
     B: AutodiffBackend + HotPathBackend,
     B::InnerBackend: HotPathBackend,
 {
-    let n_tokens: usize = rows.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count()).sum();
+    sft_grads_of(model, rows, shards, target_count(rows))
+}
+
+/// The targets of `rows` that a loss counts (each row's first token predicts nothing).
+fn target_count(rows: &[(&[u32], &[bool])]) -> usize {
+    rows.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count()).sum()
+}
+
+/// [`sft_grads`] of `rows`, part of a batch of `n_tokens` targets: the NLL sum over `n_tokens`.
+fn sft_grads_of<B>(
+    model: &atod_models::Transformer<B>,
+    rows: &[(&[u32], &[bool])],
+    shards: usize,
+    n_tokens: usize,
+) -> anyhow::Result<(f64, GradientsParams)>
+where
+    B: AutodiffBackend + HotPathBackend,
+    B::InnerBackend: HotPathBackend,
+{
     let scale = 1.0 / n_tokens.max(1) as f32;
     let result = super::update::sharded_backward(model, rows, shards, |model, shard| {
         let stats = sequence_stats(model, shard, 1.0)?;
@@ -209,6 +251,12 @@ where
 
     /// Step `step` (0-based) of the config's `steps`: one batch, its loss, one AdamW update.
     pub fn step(&mut self, step: u64) -> anyhow::Result<SftMetrics> {
+        self.step_on(step, None)
+    }
+
+    /// [`SftTrainer::step`] as a node of `cluster`: every node draws the same batch; each computes the gradient
+    /// of its contiguous share of the rows, and the nodes sum gradients and losses.
+    pub fn step_on(&mut self, step: u64, cluster: Option<&Cluster>) -> anyhow::Result<SftMetrics> {
         let t0 = Instant::now();
         let sft = &self.config;
         let mut batch = Vec::with_capacity(sft.batch_size);
@@ -224,7 +272,20 @@ where
         let n_tokens: f32 = pairs.iter().map(|(_, m)| m.iter().skip(1).filter(|&&x| x).count() as f32).sum();
         let targets = sft_targets(&pairs, sft.prompt_loss_weight.eval(step, sft.steps), &mut self.rng);
         let rows_of: Vec<(&[u32], &[bool])> = pairs.iter().zip(&targets).map(|((ids, _), t)| (*ids, &t[..])).collect();
-        let (loss, grads) = sft_grads(self.model(), &rows_of, sft.shards)?;
+        let (loss, grads) = match cluster {
+            None => sft_grads(self.model(), &rows_of, sft.shards)?,
+            Some(cluster) => {
+                let mine = &rows_of[crate::distributed::share(rows_of.len(), cluster.nodes(), cluster.index())];
+                let (loss, grads) = if mine.is_empty() {
+                    (0.0, GradientsParams::new())
+                } else {
+                    sft_grads_of(self.model(), mine, sft.shards, target_count(&rows_of))?
+                };
+                let flat = crate::distributed::flatten_grads(self.model(), &grads);
+                let (losses, summed) = cluster.gather_with_gradients(&loss, flat)?;
+                (losses.into_iter().sum(), crate::distributed::unflatten_grads(self.model(), &summed)?)
+            }
+        };
         let lr = lr_at(&sft.lr, step, sft.steps);
         let model = self.model.take().expect("the model is here");
         let (next, report) = self.optim.step(lr, model, grads);
@@ -234,6 +295,7 @@ where
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_on<B>(
     registry: &Registry,
     config: &SftRunConfig,
@@ -242,6 +304,7 @@ fn train_on<B>(
     out: &Path,
     progress: &dyn Progress,
     device: &B::Device,
+    cluster: Option<&Cluster>,
 ) -> anyhow::Result<()>
 where
     B: AutodiffBackend + HotPathBackend,
@@ -284,7 +347,7 @@ where
                 dagger_round(registry, config, &tokenizer, &model_config, &mut trainer, dagger, round, step, max_len)?;
             writeln!(log, "{}", serde_json::to_string(&round)?)?;
         }
-        let record = trainer.step(step)?;
+        let record = trainer.step_on(step, cluster)?;
         let loss_value = record.loss;
         writeln!(metrics, "{}", serde_json::to_string(&record)?)?;
         if sft.snapshots.contains(&(step + 1)) {

@@ -260,6 +260,20 @@ pub fn checkpoint(config_stages_dir: &Option<PathBuf>, dir: &Path) -> anyhow::Re
 
 /// The SFT model of a config: `sft-<key>/model/` (an export directory) with its metrics and evaluation.
 pub fn sft(registry: &Registry, config: &SftRunConfig, progress: &dyn Progress) -> anyhow::Result<Stage> {
+    sft_on(registry, config, progress, None)
+}
+
+/// [`sft`] for the nodes of a data-parallel run. When every node already holds the stage, each uses its own;
+/// otherwise all of them train it together (super::sft::train_with), each into a scratch directory of its own
+/// (`sft-<key>.node<i>-<pid>`, no lock: the nodes build it at once on purpose), and each then publishes its copy
+/// by renaming it into place unless a complete stage is already there: nodes that share a stages directory end
+/// with one copy, nodes on other machines each with their own, bit for bit the same.
+pub fn sft_on(
+    registry: &Registry,
+    config: &SftRunConfig,
+    progress: &dyn Progress,
+    cluster: Option<&crate::distributed::Cluster>,
+) -> anyhow::Result<Stage> {
     let (demos, tokenizer) = sft_data(registry, config, progress)?;
     // A model trained in the reproducible mode has other bits than one trained with the CPU's native kernels:
     // the mode is part of the key (left out when off, so that those stages keep their earlier keys).
@@ -268,9 +282,33 @@ pub fn sft(registry: &Registry, config: &SftRunConfig, progress: &dyn Progress) 
     } else {
         key_of("sft", &(&demos.key, &config.model, &config.env.eval_split, &config.prompt))
     };
-    resolve(&stages_dir(&config.stages_dir), "sft", &key, |dir| {
-        super::sft::train(registry, config, &demos.dir.join("demos.jsonl"), tokenizer.clone(), dir, progress)
-    })
+    let root = stages_dir(&config.stages_dir);
+    let Some(cluster) = cluster.filter(|c| c.nodes() > 1) else {
+        return resolve(&root, "sft", &key, |dir| {
+            super::sft::train(registry, config, &demos.dir.join("demos.jsonl"), tokenizer.clone(), dir, progress)
+        });
+    };
+    let dir = root.join(format!("sft-{key}"));
+    let done = dir.join("done");
+    let held = cluster.gather("whether every node holds the SFT stage", &done.exists())?;
+    if held.iter().all(|&h| h) {
+        return Ok(Stage { dir, key, built: false });
+    }
+    let scratch = root.join(format!("sft-{key}.node{}-{}", cluster.index(), std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    let demos_file = demos.dir.join("demos.jsonl");
+    super::sft::train_with(registry, config, &demos_file, tokenizer, &scratch, progress, Some(cluster))
+        .with_context(|| format!("building stage {} on {} nodes", dir.display(), cluster.nodes()))?;
+    atod_models::checkpoint::write_file_atomic(&scratch.join("done"), b"")?;
+    if !done.exists() {
+        let _ = fs::remove_dir_all(&dir);
+        if fs::rename(&scratch, &dir).is_err() && !done.exists() {
+            bail!("cannot move {} to {}", scratch.display(), dir.display());
+        }
+    }
+    let _ = fs::remove_dir_all(&scratch);
+    Ok(Stage { dir, key, built: true })
 }
 
 #[cfg(test)]

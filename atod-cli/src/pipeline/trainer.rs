@@ -334,28 +334,41 @@ where
                     report.skipped += 1;
                     continue;
                 };
-                for (k, v) in metrics {
-                    let entry = sums.entry(k).or_default();
-                    entry.0 += v * rows.len() as f64;
-                    entry.1 += rows.len() as f64;
-                }
-                let student = self.student.take().expect("the student is here");
-                if !AdamW::<B>::grad_norm(&student, &grads).is_finite() {
-                    self.student = Some(student);
-                    report.skipped += 1;
-                    continue;
-                }
-                let (next, step) = self.optim.step(lr, student, grads);
-                self.student = Some(next);
-                report.updates += 1;
-                let entry = sums.entry("actor/grad_norm".into()).or_default();
-                entry.0 += step.grad_norm;
-                entry.1 += 1.0;
+                self.apply(grads, metrics, rows.len(), &mut report, &mut sums);
             }
         }
         report.metrics = sums.into_iter().map(|(k, (sum, n))| (k, sum / n.max(1.0))).collect();
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// One mini-batch's end: its metrics into `sums` (weighted by its `rows`), then the AdamW step of `grads`
+    /// at `report.lr`, or a skip (counted) when their norm is not finite.
+    fn apply(
+        &mut self,
+        grads: GradientsParams,
+        metrics: BTreeMap<String, f64>,
+        rows: usize,
+        report: &mut UpdateReport,
+        sums: &mut BTreeMap<String, (f64, f64)>,
+    ) {
+        for (k, v) in metrics {
+            let entry = sums.entry(k).or_default();
+            entry.0 += v * rows as f64;
+            entry.1 += rows as f64;
+        }
+        let student = self.student.take().expect("the student is here");
+        if !AdamW::<B>::grad_norm(&student, &grads).is_finite() {
+            self.student = Some(student);
+            report.skipped += 1;
+            return;
+        }
+        let (next, step) = self.optim.step(report.lr, student, grads);
+        self.student = Some(next);
+        report.updates += 1;
+        let entry = sums.entry("actor/grad_norm".into()).or_default();
+        entry.0 += step.grad_norm;
+        entry.1 += 1.0;
     }
 
     /// The gradient of one mini-batch `rows` and its metrics, the backward sharded across threads: every
