@@ -140,6 +140,31 @@ fn two_nodes_on_the_loopback_train_as_one_node_does() {
     assert!(out.join("summary.json").exists() && out.join("final").exists());
     assert!(!out.join("run.lock").exists());
 
+    // Two devices of one process (`--devices cpu,cpu`, no orchestrator) are the same two nodes: every metric
+    // but the timings is the same bits, and so is every step's weight hash.
+    let devices = dir.path().join("devices");
+    let child = Command::new(atod_bin())
+        .args(["train", "--config", config.to_str().unwrap(), "--out", devices.to_str().unwrap()])
+        .args(["--devices", "cpu,cpu"])
+        .env_remove("ATOD_PLUGIN_PATH")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = finish(child, Duration::from_secs(600), "two devices");
+    assert_eq!(code, Some(0), "{stderr}");
+    let on_devices = jsonl(&devices.join("metrics.jsonl"));
+    assert_eq!(on_devices.len(), lines.len());
+    for (step, (a, b)) in on_devices.iter().zip(&lines).enumerate() {
+        assert_eq!(a["weight_hash"], b["weight_hash"], "step {step}");
+        for (key, value) in metrics(b) {
+            if !key.starts_with("time/") {
+                assert_eq!(metrics(a)[&key].to_bits(), value.to_bits(), "step {step} {key}");
+            }
+        }
+    }
+
     // One node, the data-parallel path alone: the same rollouts and advantages at step 0, bit for bit, and the
     // same metrics up to rounding afterwards.
     let one = dir.path().join("one");

@@ -4,7 +4,8 @@
 //!
 //! Data-parallel: `atod orchestrator --port P` once, then on each node `atod train --config FILE --nodes N
 //! --node-index I --orchestrator HOST:P [--node-port Q]` (a `[distributed]` table may give nodes and
-//! orchestrator); node 0 writes the run directory.
+//! orchestrator); node 0 writes the run directory. `--devices cpu,cpu` (or `cuda:0,cuda:1`) runs one node per
+//! device in this process instead.
 
 use std::path::PathBuf;
 
@@ -44,6 +45,10 @@ pub struct Args {
     /// This node's port for transfers between nodes (default: a free one).
     #[arg(long, value_name = "PORT")]
     pub node_port: Option<u16>,
+    /// Data-parallel over several devices of this process, one node each, e.g. `cpu,cpu` or `cuda:0,cuda:1`:
+    /// no orchestrator; gradients are summed on the host in device order. Not combined with --nodes.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub devices: Vec<String>,
     /// How nodes sum gradients: ordered (default: the same bits whatever the nodes' registration order), ring,
     /// tree or centralized (burn's all-reduce strategies); `distributed.reduce`.
     #[arg(long, value_name = "KIND")]
@@ -57,9 +62,13 @@ pub fn run(registry: &Registry, args: &Args) -> anyhow::Result<()> {
         config.reproducible = on;
     }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
-    let summary = match distributed_config(&mut config, args)? {
-        None => run::run(registry, &config, &out, args.resume, &progress::bar(0, "train"))?,
-        Some(index) => run_node(registry, &config, &out, args, index)?,
+    let summary = if !args.devices.is_empty() {
+        run_devices(registry, &config, &out, args)?
+    } else {
+        match distributed_config(&mut config, args)? {
+            None => run::run(registry, &config, &out, args.resume, &progress::bar(0, "train"))?,
+            Some(index) => run_node(registry, &config, &out, args, index)?,
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -113,6 +122,59 @@ fn distributed_config(config: &mut TrainConfig, args: &Args) -> anyhow::Result<O
         None if table.nodes == 1 => Ok(Some(0)),
         None => bail!("a run on {} nodes needs --node-index I (0..{})", table.nodes, table.nodes),
     }
+}
+
+/// Trains on the devices of `--devices`, one thread and one node of a local group each (node 0 writes the run
+/// directory and shows the progress); returns node 0's summary.
+fn run_devices(
+    registry: &Registry,
+    config: &TrainConfig,
+    out: &std::path::Path,
+    args: &Args,
+) -> anyhow::Result<run::RunSummary> {
+    if args.nodes.is_some() || args.node_index.is_some() || args.orchestrator.is_some() || config.distributed.is_some()
+    {
+        bail!("--devices trains on several devices of this process; it does not combine with --nodes or [distributed]");
+    }
+    for device in &args.devices {
+        device.parse::<atod_models::DeviceSpec>().with_context(|| format!("--devices: `{device}`"))?;
+    }
+    let mut config = config.clone();
+    config.distributed = Some(DistributedConfig {
+        nodes: args.devices.len(),
+        orchestrator: String::new(),
+        reduce: Reduce::Ordered,
+        timeout_s: 1800,
+    });
+    let clusters = crate::distributed::Cluster::local(args.devices.len());
+    let label = format!("train ({} devices)", args.devices.len());
+    let results: Vec<anyhow::Result<run::RunSummary>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = clusters
+            .iter()
+            .zip(&args.devices)
+            .map(|(cluster, device)| {
+                let mut config = config.clone();
+                config.device = device.clone();
+                let label = &label;
+                scope.spawn(move || {
+                    let result = if cluster.is_leader() {
+                        let bar = progress::bar(0, label);
+                        run::run_distributed(registry, &config, out, args.resume, &bar, cluster)
+                    } else {
+                        run::run_distributed(registry, &config, out, args.resume, &(), cluster)
+                    };
+                    // A node that fails leaves the others waiting in a collective operation: end the process.
+                    if let Err(err) = &result {
+                        eprintln!("error: device {} ({device}): {err:#}", cluster.index());
+                        std::process::exit(1);
+                    }
+                    result
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    results.into_iter().next().expect("one device at least")
 }
 
 /// Joins the run's nodes and trains as node `index`.

@@ -30,6 +30,10 @@ use burn::tensor::{Tensor, TensorData};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+/// The JSON bytes a message may have to ride in the gradients' collective operation
+/// ([`Cluster::gather_with_gradients`]); a mini-batch's metrics take a few hundred.
+pub const INLINE_BYTES: usize = 4096;
+
 /// The `[distributed]` table of a train config (`atod train --nodes N --orchestrator HOST:P` say the same; a
 /// node's own index and port are flags only, since every node reads the same config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -342,52 +346,70 @@ impl Cluster {
 
     /// The sum of every node's gradient vector, by [`Reduce`]: `ordered` gathers them and adds them in node order.
     pub fn sum_gradients(&self, values: Vec<f32>) -> anyhow::Result<Vec<f32>> {
-        if self.reduce != Reduce::Ordered || self.nodes() == 1 {
-            return self.sum("the gradients' all-reduce", values);
-        }
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
-        let parts = self.gather_bytes("the gradients' all-gather", &bytes)?;
-        let mut total = vec![0f32; values.len()];
-        for (i, part) in parts.iter().enumerate() {
-            if part.len() != 4 * values.len() {
-                bail!("node {i} sent {} gradient values, this node {}", part.len() / 4, values.len());
-            }
-            add_in_order(&mut total, part, i == 0);
-        }
-        Ok(total)
+        Ok(self.gather_with_gradients(&(), values)?.1)
     }
 
-    /// Every node's `meta` (in node order) and the sum of every node's `gradients` ([`Cluster::sum_gradients`]),
-    /// in one all-gather for `ordered` (a mini-batch's metrics ride with its gradients), else a gather and an
-    /// all-reduce.
+    /// Every node's `meta` (in node order) and the sum of every node's `gradients` by [`Reduce`], in one
+    /// collective operation: each node's slot carries its message (up to [`INLINE_BYTES`] of JSON, 16 bits a
+    /// float; a longer one takes a gather of its own) and, for `ordered`, its gradients, which every node then adds
+    /// in node order; the other kinds sum one shared gradient region with burn's strategy. A slot holds one
+    /// node's values and zeros elsewhere, so its sum is exact (a -0.0 may come back +0.0, which no AdamW update
+    /// tells apart).
     pub fn gather_with_gradients<T: Serialize + DeserializeOwned>(
         &self,
         meta: &T,
         gradients: Vec<f32>,
     ) -> anyhow::Result<(Vec<T>, Vec<f32>)> {
-        if self.reduce != Reduce::Ordered || self.nodes() == 1 {
-            let metas = self.gather("a mini-batch's metrics gather", meta)?;
-            return Ok((metas, self.sum_gradients(gradients)?));
-        }
+        const WHAT: &str = "a mini-batch's gradients and metrics";
+        let (n, me) = (self.nodes(), self.index());
         let json = serde_json::to_vec(meta)?;
-        let mut bytes = Vec::with_capacity(4 + json.len() + 4 * gradients.len());
-        bytes.extend(u32::try_from(json.len())?.to_le_bytes());
-        bytes.extend(&json);
-        bytes.extend(gradients.iter().flat_map(|v| v.to_bits().to_le_bytes()));
-        let parts = self.gather_bytes("a mini-batch's gradients and metrics gather", &bytes)?;
-        let mut metas = Vec::with_capacity(parts.len());
-        let mut total = vec![0f32; gradients.len()];
-        for (i, part) in parts.iter().enumerate() {
-            let garbage = || anyhow!("node {i} sent a malformed gradient message");
-            let len = u32::from_le_bytes(part.get(..4).ok_or_else(garbage)?.try_into()?) as usize;
-            let json = part.get(4..4 + len).ok_or_else(garbage)?;
-            metas.push(serde_json::from_slice(json).with_context(|| format!("node {i} sent garbage"))?);
-            let grads = &part[4 + len..];
-            if grads.len() != 4 * gradients.len() {
-                bail!("node {i} sent {} gradient values, this node {}", grads.len() / 4, gradients.len());
-            }
-            add_in_order(&mut total, grads, i == 0);
+        if n == 1 {
+            return Ok((vec![serde_json::from_slice(&json)?], gradients));
         }
+        let inline = json.len() <= INLINE_BYTES;
+        let header = 1 + INLINE_BYTES / 2;
+        let p = gradients.len();
+        let ordered = self.reduce == Reduce::Ordered;
+        let slot = header + if ordered { p } else { 0 };
+        let mut values = vec![0f32; n * slot + if ordered { 0 } else { p }];
+        let mine = &mut values[me * slot..(me + 1) * slot];
+        if inline {
+            mine[0] = json.len() as f32 + 1.0;
+            for (k, pair) in json.chunks(2).enumerate() {
+                mine[1 + k] = f32::from(u16::from(pair[0]) | (u16::from(*pair.get(1).unwrap_or(&0)) << 8));
+            }
+        }
+        if ordered {
+            mine[header..].copy_from_slice(&gradients);
+        } else {
+            values[n * slot..].copy_from_slice(&gradients);
+        }
+        drop(gradients);
+        let values = self.sum(WHAT, values)?;
+        let metas = if (0..n).all(|i| values[i * slot] > 0.0) {
+            (0..n)
+                .map(|i| {
+                    let len = values[i * slot] as usize - 1;
+                    let words = &values[i * slot + 1..i * slot + header];
+                    let mut bytes: Vec<u8> = words.iter().flat_map(|&w| (w as u16).to_le_bytes()).collect();
+                    bytes.truncate(len);
+                    serde_json::from_slice(&bytes).with_context(|| format!("{WHAT}: node {i} sent garbage"))
+                })
+                .collect::<anyhow::Result<Vec<T>>>()?
+        } else {
+            self.gather(WHAT, meta)?
+        };
+        let total = if ordered {
+            let mut total = values[header..slot].to_vec();
+            for i in 1..n {
+                for (t, v) in total.iter_mut().zip(&values[i * slot + header..(i + 1) * slot]) {
+                    *t += v;
+                }
+            }
+            total
+        } else {
+            values[n * slot..].to_vec()
+        };
         Ok((metas, total))
     }
 
@@ -398,15 +420,6 @@ impl Cluster {
             control.done();
         }
         self.collective.finish()
-    }
-}
-
-/// Adds the little-endian f32 bits `bytes` to `total` element by element; the `first` node's values are taken
-/// as they are, not added to 0, which keeps a -0.0 as one node's sum does.
-fn add_in_order(total: &mut [f32], bytes: &[u8], first: bool) {
-    for (t, b) in total.iter_mut().zip(bytes.chunks_exact(4)) {
-        let v = f32::from_bits(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        *t = if first { v } else { *t + v };
     }
 }
 
@@ -583,6 +596,13 @@ mod tests {
                         let (metas, with) =
                             c.gather_with_gradients(&i, vec![0.1 * (i as f32 + 1.0), -0.0, f32::MIN_POSITIVE]).unwrap();
                         assert_eq!(metas, vec![0, 1, 2]);
+                        // A message too long to ride with the gradients takes a gather of its own.
+                        let long = "x".repeat(INLINE_BYTES + i);
+                        let (metas, _) = c.gather_with_gradients(&long, vec![1.0; 4]).unwrap();
+                        assert_eq!(
+                            metas.iter().map(String::len).collect::<Vec<_>>(),
+                            (0..3).map(|k| INLINE_BYTES + k).collect::<Vec<_>>()
+                        );
                         assert_eq!(
                             with.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                             grads.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
@@ -601,7 +621,7 @@ mod tests {
             assert_eq!(json, &vec!["node 0".to_owned(), "node 1".into(), "node 2".into()]);
             let ordered = 0.1f32 + 0.2f32 + 0.3f32;
             assert_eq!(grads[0].to_bits(), ordered.to_bits(), "summed in node order");
-            assert_eq!(grads[1].to_bits(), (-0.0f32).to_bits());
+            assert_eq!(grads[1], 0.0);
             assert_eq!(grads[2], 3.0 * f32::MIN_POSITIVE);
         }
     }
