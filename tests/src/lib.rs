@@ -6,8 +6,9 @@
 //! is built here with the same profile.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The directory of the current profile's artifacts (`target/<profile>`), from the test executable's path
 /// (`target/<profile>/deps/<test>`).
@@ -97,4 +98,33 @@ pub fn atod(args: &[&str], envs: &[(&str, &str)]) -> Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// A child `atod` with captured output (no plugins from `ATOD_PLUGIN_PATH`).
+pub fn spawn_atod(args: &[&str]) -> Child {
+    Command::new(atod_bin())
+        .args(args)
+        .env_remove("ATOD_PLUGIN_PATH")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` at most `limit`, killing it and failing the test past that: (exit code, stdout, stderr).
+pub fn finish(child: Child, limit: Duration, what: &str) -> (Option<i32>, String, String) {
+    let id = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let started = Instant::now();
+    while !waiter.is_finished() {
+        if started.elapsed() > limit {
+            let _ = Command::new("kill").args(["-KILL", &id.to_string()]).status();
+            panic!("{what} did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = waiter.join().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use atod_tests::atod_bin;
+use atod_tests::{atod_bin, finish, spawn_atod};
 use serde_json::Value;
 
 /// A port P whose P + 1 is free too (burn's orchestrator and atod's control service).
@@ -45,34 +45,11 @@ fn orchestrator(port: u16) -> Proc {
 }
 
 fn node(config: &Path, out: &Path, nodes: usize, index: usize, port: u16, extra: &[&str]) -> Child {
-    Command::new(atod_bin())
-        .args(["train", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"])
-        .args(["--nodes", &nodes.to_string(), "--node-index", &index.to_string()])
-        .args(["--orchestrator", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .env_remove("ATOD_PLUGIN_PATH")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for `child` at most `limit`: (exit code, stdout, stderr).
-fn finish(child: Child, limit: Duration, what: &str) -> (Option<i32>, String, String) {
-    let id = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    let started = Instant::now();
-    while !waiter.is_finished() {
-        if started.elapsed() > limit {
-            let _ = Command::new("kill").args(["-KILL", &id.to_string()]).status();
-            panic!("{what} did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = waiter.join().unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
+    let (nodes, index, orchestrator) = (nodes.to_string(), index.to_string(), format!("127.0.0.1:{port}"));
+    let mut args = vec!["train", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"];
+    args.extend(["--nodes", &nodes, "--node-index", &index, "--orchestrator", &orchestrator]);
+    args.extend(extra);
+    spawn_atod(&args)
 }
 
 /// `configs/smoke.toml` with the committed tiny Qwen3 as teacher and student (no SFT stages), `steps` online
@@ -143,15 +120,9 @@ fn two_nodes_on_the_loopback_train_as_one_node_does() {
     // Two devices of one process (`--devices cpu,cpu`, no orchestrator) are the same two nodes: every metric
     // but the timings is the same bits, and so is every step's weight hash.
     let devices = dir.path().join("devices");
-    let child = Command::new(atod_bin())
-        .args(["train", "--config", config.to_str().unwrap(), "--out", devices.to_str().unwrap()])
-        .args(["--devices", "cpu,cpu"])
-        .env_remove("ATOD_PLUGIN_PATH")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let child =
+        spawn_atod(&["train", "--config", config_arg, "--out", devices.to_str().unwrap(), "--devices", "cpu,cpu"]);
     let (code, _, stderr) = finish(child, Duration::from_secs(600), "two devices");
     assert_eq!(code, Some(0), "{stderr}");
     let on_devices = jsonl(&devices.join("metrics.jsonl"));
@@ -168,14 +139,7 @@ fn two_nodes_on_the_loopback_train_as_one_node_does() {
     // One node, the data-parallel path alone: the same rollouts and advantages at step 0, bit for bit, and the
     // same metrics up to rounding afterwards.
     let one = dir.path().join("one");
-    let child = Command::new(atod_bin())
-        .args(["train", "--config", config.to_str().unwrap(), "--out", one.to_str().unwrap(), "--nodes", "1"])
-        .env_remove("ATOD_PLUGIN_PATH")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_atod(&["train", "--config", config_arg, "--out", one.to_str().unwrap(), "--nodes", "1"]);
     let (code, _, stderr) = finish(child, Duration::from_secs(600), "one node");
     assert_eq!(code, Some(0), "{stderr}");
     let single = jsonl(&one.join("metrics.jsonl"));

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use atod_tests::{atod, atod_bin};
+use atod_tests::{atod, atod_bin, finish, spawn_atod};
 use serde_json::Value;
 
 /// `atod serve` as a child process, killed when dropped.
@@ -57,35 +57,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A child `atod` with captured output.
-fn spawn_atod(args: &[&str]) -> Child {
-    Command::new(atod_bin())
-        .args(args)
-        .env_remove("ATOD_PLUGIN_PATH")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for `child` at most `limit`, killing it and failing the test past that.
-fn finish(child: Child, limit: Duration, what: &str) -> (Option<i32>, String, String) {
-    let id = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    let started = Instant::now();
-    while !waiter.is_finished() {
-        if started.elapsed() > limit {
-            let _ = Command::new("kill").args(["-KILL", &id.to_string()]).status();
-            panic!("{what} did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = waiter.join().unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 /// Asserts an `atod` that failed printed exactly one error line, with `needle`, and no panic.
