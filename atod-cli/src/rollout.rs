@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use atod_core::{ChatMessage, Environment, Policy, PolicyResponse, PromptPieces, TaskRef, TurnInput};
 use atod_envs::EnvPlugin;
 use atod_models::{ChatTokenizer, HotPathBackend, LmPolicy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::progress::Progress;
 use crate::render::{render, render_fitted, HistoryItem, RenderConfig};
@@ -71,7 +71,7 @@ pub struct TurnSample {
 }
 
 /// How one episode ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeOutcome {
     /// The index of the episode in the specs.
     pub traj: usize,
@@ -95,7 +95,7 @@ pub struct EpisodeOutcome {
     /// environment error).
     pub done: bool,
     /// Why the episode ended early, when its environment was gone (the error's text); such an episode is lost.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_error: Option<String>,
 }
 
@@ -203,7 +203,7 @@ pub fn run_episodes<B: HotPathBackend>(
     cfg: &RenderConfig,
     max_turns: usize,
 ) -> anyhow::Result<Rollout> {
-    run(envs, specs, &mut LmActor(policy), cfg, max_turns)
+    run(envs, specs, &mut LmActor { policy, expert: false, keys: None }, cfg, max_turns)
 }
 
 /// [`run_episodes`] whose sampling does not depend on how episodes are batched: episode `i` (of `specs`) samples
@@ -219,7 +219,7 @@ pub fn run_episodes_keyed<B: HotPathBackend>(
     cfg: &RenderConfig,
     max_turns: usize,
 ) -> anyhow::Result<Rollout> {
-    run(envs, specs, &mut KeyedActor { policy, base, offset }, cfg, max_turns)
+    run(envs, specs, &mut LmActor { policy, expert: false, keys: Some((base, offset)) }, cfg, max_turns)
 }
 
 /// A rendered prompt and the expert's response to it: one DAgger transcript.
@@ -234,7 +234,7 @@ pub fn run_episodes_labelled<B: HotPathBackend>(
     cfg: &RenderConfig,
     max_turns: usize,
 ) -> anyhow::Result<(Rollout, Vec<Labelled>)> {
-    let rollout = run(envs, specs, &mut LabelActor(policy), cfg, max_turns)?;
+    let rollout = run(envs, specs, &mut LmActor { policy, expert: true, keys: None }, cfg, max_turns)?;
     let labels = rollout
         .samples
         .iter()
@@ -341,47 +341,6 @@ trait Actor {
     ) -> anyhow::Result<Vec<PolicyResponse>>;
 }
 
-struct LmActor<'a, B: HotPathBackend>(&'a mut LmPolicy<B>);
-
-impl<B: HotPathBackend> Actor for LmActor<'_, B> {
-    fn tokenizer(&self) -> Option<&ChatTokenizer> {
-        Some(&self.0.tokenizer)
-    }
-    fn wants_expert(&self) -> bool {
-        false
-    }
-    fn act(
-        &mut self,
-        _: &[TurnInput],
-        prompt_ids: &[Vec<u32>],
-        _: &[usize],
-        _: usize,
-    ) -> anyhow::Result<Vec<PolicyResponse>> {
-        Ok(self.0.generate_ids(prompt_ids)?)
-    }
-}
-
-/// A language model acting, with each state's expert response asked for (and kept in its sample).
-struct LabelActor<'a, B: HotPathBackend>(&'a mut LmPolicy<B>);
-
-impl<B: HotPathBackend> Actor for LabelActor<'_, B> {
-    fn tokenizer(&self) -> Option<&ChatTokenizer> {
-        Some(&self.0.tokenizer)
-    }
-    fn wants_expert(&self) -> bool {
-        true
-    }
-    fn act(
-        &mut self,
-        _: &[TurnInput],
-        prompt_ids: &[Vec<u32>],
-        _: &[usize],
-        _: usize,
-    ) -> anyhow::Result<Vec<PolicyResponse>> {
-        Ok(self.0.generate_ids(prompt_ids)?)
-    }
-}
-
 struct TextActor<'a>(&'a mut dyn Policy, Option<&'a ChatTokenizer>);
 
 impl Actor for TextActor<'_> {
@@ -402,21 +361,22 @@ impl Actor for TextActor<'_> {
     }
 }
 
-/// A language model whose row of episode `i` at turn `k` samples from a stream keyed by (`base`, `offset + i`,
-/// `k`): an episode then plays the same tokens whichever other episodes share its batches (the data-parallel
-/// trainer's rollouts, split across nodes).
-struct KeyedActor<'a, B: HotPathBackend> {
+/// A language model acting: with each state's expert response asked for (and kept in its sample) when `expert`
+/// (DAgger labels), and, with `keys = Some((base, offset))`, the row of episode `i` at turn `k` sampled from a
+/// stream keyed by (`base`, `offset + i`, `k`), so that an episode plays the same tokens whichever other episodes
+/// share its batches (the data-parallel trainer's rollouts, split across nodes); else from the policy's stream.
+struct LmActor<'a, B: HotPathBackend> {
     policy: &'a mut LmPolicy<B>,
-    base: u64,
-    offset: usize,
+    expert: bool,
+    keys: Option<(u64, usize)>,
 }
 
-impl<B: HotPathBackend> Actor for KeyedActor<'_, B> {
+impl<B: HotPathBackend> Actor for LmActor<'_, B> {
     fn tokenizer(&self) -> Option<&ChatTokenizer> {
         Some(&self.policy.tokenizer)
     }
     fn wants_expert(&self) -> bool {
-        false
+        self.expert
     }
     fn act(
         &mut self,
@@ -425,8 +385,13 @@ impl<B: HotPathBackend> Actor for KeyedActor<'_, B> {
         rows: &[usize],
         turn_idx: usize,
     ) -> anyhow::Result<Vec<PolicyResponse>> {
-        let seeds: Vec<u64> = rows.iter().map(|&i| episode_turn_seed(self.base, self.offset + i, turn_idx)).collect();
-        Ok(self.policy.generate_ids_seeded(prompt_ids, &seeds)?)
+        match self.keys {
+            None => Ok(self.policy.generate_ids(prompt_ids)?),
+            Some((base, offset)) => {
+                let seeds: Vec<u64> = rows.iter().map(|&i| episode_turn_seed(base, offset + i, turn_idx)).collect();
+                Ok(self.policy.generate_ids_seeded(prompt_ids, &seeds)?)
+            }
+        }
     }
 }
 

@@ -391,22 +391,32 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The 64-bit FNV-1a hash, written out so the fingerprint never changes with a dependency.
-struct Fnv1a(u64);
+/// The 64-bit FNV-1a hash, written out so that hashes never change with a dependency (the tokenizer's
+/// fingerprint, atod-cli's stage keys and weight hashes).
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Fnv1a {
-    fn new() -> Self {
+    /// The empty hash.
+    pub fn new() -> Self {
         Self(0xcbf2_9ce4_8422_2325)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    /// Hashes `bytes` in.
+    pub fn write(&mut self, bytes: &[u8]) {
         for &byte in bytes {
             self.0 ^= u64::from(byte);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
 
-    fn finish(&self) -> u64 {
+    /// The hash so far.
+    pub fn finish(&self) -> u64 {
         self.0
     }
 }

@@ -190,7 +190,7 @@ fn run_node(
     // Every node must train the same config; where each keeps its stages is its own affair.
     let mut hashed = config.clone();
     hashed.stages_dir = None;
-    let hash = crate::distributed::text_hash(&toml::to_string(&hashed)?);
+    let hash = crate::pipeline::stages::key_of("distributed-config", &hashed);
     let cluster = crate::distributed::join(table, index, args.node_port, &hash)?;
     let label = format!("train (node {index} of {})", table.nodes);
     let summary = run::run_distributed(registry, config, out, args.resume, &progress::bar(0, &label), &cluster)?;

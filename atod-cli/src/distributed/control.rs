@@ -322,22 +322,6 @@ impl ControlClient {
     }
 }
 
-/// Starts a control service on a free loopback port in this process (for tests): its address.
-pub fn spawn_local(once: bool) -> anyhow::Result<String> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
-    let address = listener.local_addr()?.to_string();
-    std::thread::spawn(move || serve(listener, once, Arc::new(|_: &str| {})));
-    Ok(address)
-}
-
-/// The error of a join, for tests.
-pub fn join_error(address: &str, node: usize, nodes: usize, hash: &str) -> String {
-    match ControlClient::join(address, node, nodes, hash, Duration::from_secs(5)) {
-        Ok(_) => String::new(),
-        Err(err) => format!("{err:#}"),
-    }
-}
-
 impl Drop for ControlClient {
     /// Closes the connection for its reader thread too (a dropped clone alone would leave the socket open, and
     /// the service would never see this node leave).
@@ -357,6 +341,22 @@ impl std::fmt::Debug for ControlClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Starts a control service on a free loopback port in this process (for tests): its address.
+    fn spawn_local(once: bool) -> anyhow::Result<String> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let address = listener.local_addr()?.to_string();
+        std::thread::spawn(move || serve(listener, once, Arc::new(|_: &str| {})));
+        Ok(address)
+    }
+
+    /// The error of a join, for tests.
+    fn join_error(address: &str, node: usize, nodes: usize, hash: &str) -> String {
+        match ControlClient::join(address, node, nodes, hash, Duration::from_secs(5)) {
+            Ok(_) => String::new(),
+            Err(err) => format!("{err:#}"),
+        }
+    }
 
     fn joined(address: &str, node: usize, nodes: usize, hash: &str) -> std::thread::JoinHandle<ControlClient> {
         let address = address.to_owned();

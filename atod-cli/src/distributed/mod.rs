@@ -23,6 +23,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use atod_models::tokenizer::Fnv1a;
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
@@ -480,31 +481,20 @@ pub fn unflatten_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
 /// fingerprint nodes compare after every step.
 pub fn weight_hash<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M) -> String {
     struct Hasher<B: AutodiffBackend> {
-        hash: u64,
+        hash: Fnv1a,
         _b: std::marker::PhantomData<B>,
     }
     impl<B: AutodiffBackend> ModuleVisitor<B> for Hasher<B> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             let data = param.val().inner().into_data().convert::<f32>();
             for v in data.iter::<f32>() {
-                for byte in v.to_bits().to_le_bytes() {
-                    self.hash = (self.hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-                }
+                self.hash.write(&v.to_bits().to_le_bytes());
             }
         }
     }
-    let mut visitor = Hasher::<B> { hash: 0xcbf2_9ce4_8422_2325, _b: std::marker::PhantomData };
+    let mut visitor = Hasher::<B> { hash: Fnv1a::new(), _b: std::marker::PhantomData };
     module.visit(&mut visitor);
-    format!("{:016x}", visitor.hash)
-}
-
-/// A 64-bit FNV-1a hash of `text`, as 16 hex digits (a config's hash).
-pub fn text_hash(text: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", visitor.hash.finish())
 }
 
 /// The groups `0..groups` node `index` of `nodes` plays: contiguous, as even as can be.

@@ -36,7 +36,7 @@ use crate::rollout::{self, EpisodeOutcome, Rollout, TurnSample};
 /// One node's part of a step, as gathered: what the advantages and the rollout metrics need.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct NodeRollout {
-    episodes: Vec<EpisodeLine>,
+    episodes: Vec<EpisodeOutcome>,
     samples: Vec<SampleLine>,
     env_errors: usize,
     overlong_prompts: usize,
@@ -44,18 +44,6 @@ struct NodeRollout {
     env_s: f64,
     render_s: f64,
     score_s: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct EpisodeLine {
-    group: usize,
-    won: bool,
-    score: f64,
-    total_return: f64,
-    turns: usize,
-    invalid: usize,
-    done: bool,
-    env_error: bool,
 }
 
 /// Log-probs travel as their bits, so that every node computes on the same values.
@@ -128,20 +116,7 @@ where
 
         // 3. The whole step's rollout, as far as advantages and metrics need it, on every node.
         let part = NodeRollout {
-            episodes: local
-                .episodes
-                .iter()
-                .map(|e| EpisodeLine {
-                    group: e.group,
-                    won: e.won,
-                    score: e.score,
-                    total_return: e.total_return,
-                    turns: e.turns,
-                    invalid: e.invalid,
-                    done: e.done,
-                    env_error: e.env_error.is_some(),
-                })
-                .collect(),
+            episodes: local.episodes.clone(),
             samples: local
                 .samples
                 .iter()
@@ -258,7 +233,8 @@ where
 }
 
 /// The whole step's rollout and teacher scores from every node's part (in node order), and the rows of node
-/// `me`'s samples in it. Samples carry only what advantages and metrics read: lengths, log-probs, validity.
+/// `me`'s samples in it. Episodes come whole; samples carry only what advantages and metrics read: lengths,
+/// log-probs, validity.
 fn assemble(parts: &[NodeRollout], me: usize) -> (Rollout, Scores, std::ops::Range<usize>) {
     let mut whole = Rollout::default();
     let mut teacher = Vec::new();
@@ -268,21 +244,7 @@ fn assemble(parts: &[NodeRollout], me: usize) -> (Rollout, Scores, std::ops::Ran
         if node == me {
             my_rows = whole.samples.len()..whole.samples.len() + part.samples.len();
         }
-        for (k, e) in part.episodes.iter().enumerate() {
-            whole.episodes.push(EpisodeOutcome {
-                traj: offset + k,
-                group: e.group,
-                task: atod_core::TaskRef { split: String::new(), index: 0, seed: 0 },
-                task_type: None,
-                won: e.won,
-                score: e.score,
-                total_return: e.total_return,
-                turns: e.turns,
-                invalid: e.invalid,
-                done: e.done,
-                env_error: e.env_error.then(|| "ended by an environment error".to_owned()),
-            });
-        }
+        whole.episodes.extend(part.episodes.iter().map(|e| EpisodeOutcome { traj: offset + e.traj, ..e.clone() }));
         for s in &part.samples {
             let behaviour = floats(&s.behaviour);
             whole.samples.push(TurnSample {

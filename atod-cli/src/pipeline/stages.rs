@@ -24,12 +24,9 @@ const STAGE_VERSION: u32 = 1;
 /// FNV-1a over the JSON of `value`: stable across runs and machines.
 pub fn key_of(kind: &str, value: &impl Serialize) -> String {
     let text = format!("{kind}/{STAGE_VERSION}/{}", serde_json::to_string(value).expect("configs serialise"));
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    let mut hash = atod_models::tokenizer::Fnv1a::new();
+    hash.write(text.as_bytes());
+    format!("{:016x}", hash.finish())
 }
 
 /// A built (or reused) stage.

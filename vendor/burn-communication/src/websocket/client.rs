@@ -67,7 +67,8 @@ impl CommunicationChannel for WsClientChannel {
                 Err(err) => Err(WsClientError::Tungstenite(err)),
                 msg => Err(WsClientError::UnknownMessage(format!("{msg:?}"))),
             },
-            None => todo!(),
+            // atod patch: a stream that ended is a closed connection (upstream: `todo!()`, a panic).
+            None => Ok(None),
         }
     }
 

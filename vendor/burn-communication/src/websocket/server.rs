@@ -100,7 +100,8 @@ impl CommunicationChannel for WsServerChannel {
                 Err(err) => Err(WsServerError::Axum(err)),
                 msg => Err(WsServerError::UnknownMessage(format!("{msg:?}"))),
             },
-            None => todo!(),
+            // atod patch: a stream that ended is a closed connection (upstream: `todo!()`, a panic).
+            None => Ok(None),
         }
     }
 
