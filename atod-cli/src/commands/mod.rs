@@ -91,6 +91,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     restore_sigpipe();
     keep_freed_memory();
+    atod_models::cpu::isa::flush_subnormals();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -203,6 +203,33 @@ pub struct SftConfig {
     /// demonstrations alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dagger: Option<DaggerConfig>,
+    /// A copying curriculum before the SFT steps: the model first learns to continue a sequence that repeats an
+    /// earlier one (random spans of the demonstrations' own tokens, written twice), which is how a transformer
+    /// learns induction heads, the skill of copying a name it has seen once in its prompt. A pretrained teacher
+    /// has it; a model trained from scratch on a few thousand transcripts does not. Absent: no curriculum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_pretrain: Option<CopyPretrainConfig>,
+}
+
+/// The copying curriculum of an SFT stage ([`SftConfig::copy_pretrain`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyPretrainConfig {
+    /// Optimiser steps (with an AdamW of their own, before the SFT steps).
+    pub steps: u64,
+    /// Sequences per step.
+    #[serde(default = "default_sft_batch")]
+    pub batch_size: usize,
+    /// The learning rate, a schedule over the curriculum's steps (a bare number: `sft::lr_at`'s default shape).
+    #[serde(default = "default_sft_lr")]
+    pub lr: Schedule,
+    /// The length of the span a sequence repeats, drawn uniformly from `[min, max]` tokens.
+    #[serde(default = "default_copy_span")]
+    pub span: [usize; 2],
+}
+
+fn default_copy_span() -> [usize; 2] {
+    [8, 64]
 }
 
 /// When and how an SFT stage collects DAgger transcripts ([`SftConfig::dagger`]).
@@ -277,6 +304,18 @@ impl SftConfig {
             if !(dagger.temperature > 0.0 && dagger.temperature.is_finite()) {
                 bail!("`dagger.temperature` must be positive and finite, got {}", dagger.temperature);
             }
+        }
+        if let Some(copy) = &self.copy_pretrain {
+            if copy.steps == 0 || copy.batch_size == 0 || copy.span[0] < 2 || copy.span[0] > copy.span[1] {
+                bail!(
+                    "`copy_pretrain` needs steps >= 1, batch_size >= 1 and 2 <= span[0] <= span[1] (got steps {}, \
+                     batch_size {}, span {:?})",
+                    copy.steps,
+                    copy.batch_size,
+                    copy.span
+                );
+            }
+            check_lr("copy_pretrain.lr", &copy.lr, copy.steps)?;
         }
         Ok(())
     }
@@ -839,6 +878,33 @@ mod tests {
         }
         let err = sft("dagger = { start = 10, every = 10, episodes = 4, temperature = 0 }").check().unwrap_err();
         assert!(err.to_string().contains("dagger.temperature"), "{err}");
+    }
+
+    /// `copy_pretrain` takes its defaults, refuses bad values with the key named, and leaves an SFT config without
+    /// it serialised as before (its stage hash does not move).
+    #[test]
+    fn copy_pretrain_defaults_and_checks() {
+        let sft = |extra: &str| -> SftConfig {
+            toml::from_str(&format!("preset = \"student-s\"\nsteps = 1000\n{extra}")).unwrap()
+        };
+        let with = sft("copy_pretrain = { steps = 300 }");
+        with.check().unwrap();
+        let copy = with.copy_pretrain.as_ref().unwrap();
+        assert_eq!((copy.batch_size, copy.span), (16, [8, 64]));
+        assert!(!toml::to_string(&sft("")).unwrap().contains("copy"));
+        for bad in [
+            "copy_pretrain = { steps = 0 }",
+            "copy_pretrain = { steps = 10, batch_size = 0 }",
+            "copy_pretrain = { steps = 10, span = [1, 8] }",
+            "copy_pretrain = { steps = 10, span = [9, 8] }",
+        ] {
+            let err = sft(bad).check().unwrap_err().to_string();
+            assert!(err.contains("`copy_pretrain` needs"), "{bad}: {err}");
+        }
+        let err = sft("copy_pretrain = { steps = 10, lr = \"linear(1, -1, total)\" }").check().unwrap_err();
+        assert!(err.to_string().contains("copy_pretrain.lr"), "{err}");
+        let unknown = toml::from_str::<SftConfig>("preset = \"student-s\"\ncopy_pretrain = { steps = 1, spam = 2 }");
+        assert!(unknown.unwrap_err().to_string().contains("spam"));
     }
 
     /// A student may start as a snapshot of the teacher's SFT: the teacher's stage is then asked to keep it, and

@@ -244,6 +244,11 @@ where
         self.order.clear();
     }
 
+    /// The model, once training is over.
+    pub fn into_model(self) -> atod_models::Transformer<B> {
+        self.model.expect("the model is only out during an optimiser step")
+    }
+
     /// The model being trained.
     pub fn model(&self) -> &atod_models::Transformer<B> {
         self.model.as_ref().expect("the model is only out during an optimiser step")
@@ -329,7 +334,11 @@ where
     }
     let model_config = TransformerConfig::preset(&sft.preset, tokenizer.vocab_size())?;
     B::seed(device, sft.seed);
-    let mut trainer = SftTrainer::new(model_config.init::<B>(device)?, rows, sft);
+    let mut model = model_config.init::<B>(device)?;
+    if let Some(copy) = &sft.copy_pretrain {
+        model = copy_pretrain(model, &rows, copy, sft, out, progress, cluster)?;
+    }
+    let mut trainer = SftTrainer::new(model, rows, sft);
     let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))?;
     let collections = sft.dagger.as_ref().map(|d| d.collections(sft.steps)).unwrap_or_default();
     let mut dagger_log = match sft.dagger {
@@ -394,6 +403,102 @@ where
     });
     std::fs::write(out.join("eval.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
     Ok(())
+}
+
+/// The copying curriculum's sequences ([`super::config::CopyPretrainConfig`]): each is a span of `span[0]..=span[1]`
+/// distinct tokens, drawn uniformly from the tokens the demonstrations use, written twice. The targets are the
+/// second copy's tokens after its first: each is predictable only by finding where the token before it occurred in
+/// the first copy and copying what followed, which is what an induction head does.
+pub fn copy_rows(
+    source: &[(Vec<u32>, Vec<bool>)],
+    count: usize,
+    span: [usize; 2],
+    rng: &mut SplitMix64,
+) -> Vec<(Vec<u32>, Vec<bool>)> {
+    let vocab: Vec<u32> = source
+        .iter()
+        .flat_map(|(ids, _)| ids.iter().copied())
+        .collect::<std::collections::BTreeSet<u32>>()
+        .into_iter()
+        .collect();
+    if vocab.len() < span[0] {
+        return Vec::new();
+    }
+    let span = [span[0], span[1].min(vocab.len())];
+    (0..count)
+        .map(|_| {
+            let n = span[0] + rng.below((span[1] - span[0] + 1) as u64) as usize;
+            // A partial Fisher-Yates shuffle: the first n of a fresh permutation of the vocabulary.
+            let mut pool = vocab.clone();
+            for i in 0..n {
+                let j = i + rng.below((pool.len() - i) as u64) as usize;
+                pool.swap(i, j);
+            }
+            let first = &pool[..n];
+            let ids = [first, first].concat();
+            let mask = (0..2 * n).map(|i| i > n).collect();
+            (ids, mask)
+        })
+        .collect()
+}
+
+/// The copying curriculum's loss (nats) below which the model copies: the phase change takes it from several
+/// nats to well under 0.1 within a few hundred steps (configs/paper-mini/REGIME-LOG.md).
+pub const COPY_LEARNT_BELOW: f64 = 0.5;
+
+/// Runs the copying curriculum on `model` and returns it; `out/copy.jsonl` logs its steps (the loss falls from
+/// about ln(vocabulary) towards 0 once the model copies).
+fn copy_pretrain<B>(
+    model: atod_models::Transformer<B>,
+    demos: &[(Vec<u32>, Vec<bool>)],
+    copy: &super::config::CopyPretrainConfig,
+    sft: &super::config::SftConfig,
+    out: &Path,
+    progress: &dyn Progress,
+    cluster: Option<&Cluster>,
+) -> anyhow::Result<atod_models::Transformer<B>>
+where
+    B: AutodiffBackend + HotPathBackend,
+    B::InnerBackend: HotPathBackend,
+{
+    let mut rng = SplitMix64::new(sft.seed ^ 0xc0b1);
+    let rows = copy_rows(demos, (copy.steps as usize) * copy.batch_size, copy.span, &mut rng);
+    let config = super::config::SftConfig {
+        steps: copy.steps,
+        batch_size: copy.batch_size,
+        lr: copy.lr.clone(),
+        prompt_loss_weight: atod_core::Schedule::constant(0.0),
+        snapshots: Vec::new(),
+        dagger: None,
+        copy_pretrain: None,
+        ..sft.clone()
+    };
+    let mut trainer = SftTrainer::new(model, rows, &config);
+    let mut log = std::fs::File::create(out.join("copy.jsonl"))?;
+    progress.start(copy.steps, &format!("copy curriculum {}", sft.preset));
+    let mut last = Vec::new();
+    for step in 0..copy.steps {
+        let record = trainer.step_on(step, cluster)?;
+        writeln!(log, "{}", serde_json::to_string(&record)?)?;
+        progress.set_message(&format!("loss {:.3}", record.loss));
+        progress.set_position(step + 1);
+        last.push(record.loss);
+    }
+    progress.finish();
+    // A model that copies predicts the second copy almost surely; one that has not grown induction heads stays
+    // near the entropy of a draw from the span (a few nats), and the SFT after it will not copy names either.
+    let tail = &last[last.len().saturating_sub(50)..];
+    let mean = tail.iter().sum::<f64>() / tail.len() as f64;
+    if mean > COPY_LEARNT_BELOW {
+        eprintln!(
+            "warning: the copying curriculum ended at a loss of {mean:.2} nats (mean of its last {} steps, \
+             {}/copy.jsonl): the model has not learnt to copy (a model that has is below {COPY_LEARNT_BELOW}); \
+             give `copy_pretrain` more steps",
+            tail.len(),
+            out.display()
+        );
+    }
+    Ok(trainer.into_model())
 }
 
 /// One DAgger collection, as `dagger.jsonl` records it.
@@ -582,5 +687,68 @@ mod tests {
         assert_eq!(responses_over_budget(&rows, 4), 1);
         assert_eq!(responses_over_budget(&rows, 3), 2);
         assert_eq!(responses_over_budget(&rows, 0), 3);
+    }
+
+    /// The copying curriculum's rows: a span of distinct tokens the demonstrations use, written twice, of a
+    /// length within `span`; the targets are the second copy's tokens after its first; the same seed gives the
+    /// same rows.
+    #[test]
+    fn copy_rows_repeat_a_span_of_distinct_demonstration_tokens() {
+        let demos = vec![(vec![3u32, 5, 7, 7, 9], vec![false; 5]), ((10..60).collect(), vec![false; 50])];
+        let used: std::collections::BTreeSet<u32> = demos.iter().flat_map(|(ids, _)| ids.clone()).collect();
+        let rows = copy_rows(&demos, 200, [4, 12], &mut SplitMix64::new(7));
+        assert_eq!(rows.len(), 200);
+        let mut lengths = std::collections::BTreeSet::new();
+        for (ids, mask) in &rows {
+            let n = ids.len() / 2;
+            assert!((4..=12).contains(&n) && ids.len() == 2 * n, "{ids:?}");
+            lengths.insert(n);
+            assert_eq!(ids[..n], ids[n..]);
+            let distinct: std::collections::BTreeSet<u32> = ids[..n].iter().copied().collect();
+            assert_eq!(distinct.len(), n, "the span's tokens are distinct: {ids:?}");
+            assert!(distinct.is_subset(&used));
+            let targets: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
+            assert_eq!(targets, (n + 1..2 * n).collect::<Vec<_>>());
+        }
+        assert_eq!(lengths.len(), 9, "every length of the span is drawn");
+        assert_eq!(rows, copy_rows(&demos, 200, [4, 12], &mut SplitMix64::new(7)));
+        assert_ne!(rows, copy_rows(&demos, 200, [4, 12], &mut SplitMix64::new(8)));
+        // A span longer than the vocabulary is cut to it; a vocabulary smaller than the shortest span gives none.
+        let tiny = vec![(vec![1u32, 2, 3], vec![false; 3])];
+        assert!(copy_rows(&tiny, 5, [2, 10], &mut SplitMix64::new(1)).iter().all(|(ids, _)| ids.len() <= 6));
+        assert!(copy_rows(&tiny, 5, [4, 10], &mut SplitMix64::new(1)).is_empty());
+    }
+
+    /// The curriculum does what it is for: a fresh model that cannot copy (its loss on the second copy is the
+    /// entropy of a draw from the vocabulary) learns to, the loss falling below [`COPY_LEARNT_BELOW`]; and
+    /// `copy.jsonl` logs every step.
+    #[test]
+    fn the_copying_curriculum_teaches_a_fresh_model_to_copy() {
+        type B = atod_models::CpuAutodiff;
+        let device = Default::default();
+        let config = TransformerConfig::preset("student-s", 128).unwrap();
+        <B as burn::tensor::backend::Backend>::seed(&device, 11);
+        let model = config.init::<B>(&device).unwrap();
+        let demos = vec![((4..124).collect::<Vec<u32>>(), vec![false; 120])];
+        let copy = super::super::config::CopyPretrainConfig {
+            steps: 900,
+            batch_size: 32,
+            lr: atod_core::Schedule::parse("warmup(50, 3e-3)").unwrap(),
+            span: [8, 16],
+        };
+        let sft: super::super::config::SftConfig = toml::from_str("preset = \"student-s\"\nseed = 3").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let model = copy_pretrain(model, &demos, &copy, &sft, out.path(), &(), None).unwrap();
+        let log = std::fs::read_to_string(out.path().join("copy.jsonl")).unwrap();
+        let losses: Vec<f64> = log.lines().map(|l| serde_json::from_str::<SftMetrics>(l).unwrap().loss).collect();
+        assert_eq!(losses.len(), 900);
+        assert!(losses[0] > 4.0, "a fresh model cannot copy: {}", losses[0]);
+        let tail = losses[850..].iter().sum::<f64>() / 50.0;
+        assert!(tail < COPY_LEARNT_BELOW, "the curriculum ended at {tail}");
+        // Copying held-out spans: the loss of fresh rows, scored by the trained model.
+        let held_out = copy_rows(&demos, 16, [8, 16], &mut SplitMix64::new(99));
+        let pairs: Vec<(&[u32], &[bool])> = held_out.iter().map(|(i, m)| (&i[..], &m[..])).collect();
+        let (loss, _) = sft_grads(&model, &pairs, 1).unwrap();
+        assert!(loss < COPY_LEARNT_BELOW, "held-out copy loss {loss}");
     }
 }
