@@ -90,7 +90,7 @@ pub fn quiet_worker_panics() {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let thread = std::thread::current();
-            if matches!(thread.name(), Some("tokio-runtime-worker" | "atod-collective")) {
+            if matches!(thread.name(), Some("tokio-runtime-worker" | "tokio-rt-worker" | "atod-collective")) {
                 return;
             }
             default(info);

@@ -156,9 +156,51 @@ pub fn reproducible() -> bool {
     REPRODUCIBLE.load(Ordering::Relaxed)
 }
 
+/// Sets this thread's floating-point unit to treat subnormal f32 inputs as zero and to flush subnormal results to
+/// zero (x86-64's MXCSR DAZ and FTZ bits); threads spawned afterwards inherit it. A training run whose softmax
+/// saturates produces subnormal probabilities and gradients, and every multiply-add on one costs a microcode
+/// assist on x86 (a hundred cycles or more). A student-l run of the copying curriculum at lr 5e-3 fell from 5.4 to
+/// 1.3 steps a second at unchanged shapes, with 83% of its time in the matrix-product tile: the signature of such
+/// assists (configs/paper-mini/REGIME-LOG.md). Flushing is deterministic, so the
+/// reproducible mode is unaffected; values below 1.2e-38 read as zero. A no-op off x86-64, and when the
+/// environment variable `ATOD_SUBNORMALS` is `keep` (to compare, or to reproduce a run made before atod flushed).
+pub fn flush_subnormals() {
+    #[cfg(target_arch = "x86_64")]
+    if std::env::var("ATOD_SUBNORMALS").as_deref() != Ok("keep") {
+        const DAZ_FTZ: u32 = (1 << 6) | (1 << 15);
+        let mut csr: u32 = 0;
+        // SAFETY: stmxcsr and ldmxcsr read and write this thread's MXCSR only; setting DAZ and FTZ (supported by
+        // every x86-64 CPU with SSE2, which x86-64 requires) changes no other state.
+        unsafe {
+            std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
+            csr |= DAZ_FTZ;
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, readonly));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After `flush_subnormals` (on x86-64), an f32 product below the smallest normal reads as zero, and a
+    /// subnormal input counts as zero; `ATOD_SUBNORMALS=keep` is read by the binary's process, not checked here.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn flushing_turns_subnormal_results_and_inputs_into_zero() {
+        let tiny = std::hint::black_box(f32::MIN_POSITIVE);
+        let half = std::hint::black_box(0.5f32);
+        let sub = std::thread::spawn(move || (tiny * half, f32::from_bits(1) * 2.0)).join().unwrap();
+        assert!(sub.0 > 0.0 && sub.1 > 0.0, "without flushing, subnormals survive: {sub:?}");
+        let flushed = std::thread::spawn(move || {
+            flush_subnormals();
+            (tiny * half, std::hint::black_box(f32::from_bits(1)) * 2.0, tiny * 2.0)
+        })
+        .join()
+        .unwrap();
+        assert_eq!((flushed.0, flushed.1), (0.0, 0.0));
+        assert_eq!(flushed.2, f32::MIN_POSITIVE * 2.0, "normal values are untouched");
+    }
 
     #[test]
     fn levels_parse_by_name_and_alias() {
@@ -178,27 +220,5 @@ mod tests {
             assert!(err.contains("x86-64-v4"), "{err}");
         }
         assert!(Level::Portable < Level::V3 && Level::V3 < Level::V4);
-    }
-}
-
-/// Sets this thread's floating-point unit to treat subnormal f32 inputs as zero and to flush subnormal results to
-/// zero (x86-64's MXCSR DAZ and FTZ bits); threads spawned afterwards inherit it. A training run whose softmax
-/// saturates produces subnormal probabilities and gradients, and every multiply-add on one costs a microcode
-/// assist on x86 (a hundred cycles or more): a student-l run of the copying curriculum fell from 5.4 to 1.3 steps
-/// a second as they appeared, with 83% of its time in the matrix-product tile. Flushing is deterministic, so the
-/// reproducible mode is unaffected; values below 1.2e-38 read as zero. A no-op off x86-64, and when the
-/// environment variable `ATOD_SUBNORMALS` is `keep` (to compare, or to reproduce a run made before atod flushed).
-pub fn flush_subnormals() {
-    #[cfg(target_arch = "x86_64")]
-    if std::env::var("ATOD_SUBNORMALS").as_deref() != Ok("keep") {
-        const DAZ_FTZ: u32 = (1 << 6) | (1 << 15);
-        let mut csr: u32 = 0;
-        // SAFETY: stmxcsr and ldmxcsr read and write this thread's MXCSR only; setting DAZ and FTZ (supported by
-        // every x86-64 CPU with SSE2, which x86-64 requires) changes no other state.
-        unsafe {
-            std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
-            csr |= DAZ_FTZ;
-            std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, readonly));
-        }
     }
 }

@@ -253,7 +253,12 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
                         return;
                     }
                 }
-                Err(err) => panic!("Failed to receive message from websocket: {err:?}"),
+                // atod patch: a peer whose connection breaks (a killed node) ends this download channel; upstream
+                // panicked on the runtime's worker thread, which reached the terminal of the surviving node.
+                Err(err) => {
+                    log::warn!("[Data Service] download connection broke: {err:?}");
+                    return;
+                }
             };
         }
         log::info!("[Data Service] Closing connection for download.");
