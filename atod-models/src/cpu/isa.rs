@@ -159,9 +159,9 @@ pub fn reproducible() -> bool {
 /// Sets this thread's floating-point unit to treat subnormal f32 inputs as zero and to flush subnormal results to
 /// zero (x86-64's MXCSR DAZ and FTZ bits); threads spawned afterwards inherit it. A training run whose softmax
 /// saturates produces subnormal probabilities and gradients, and every multiply-add on one costs a microcode
-/// assist on x86 (a hundred cycles or more). A student-l run of the copying curriculum at lr 5e-3 fell from 5.4 to
-/// 1.3 steps a second at unchanged shapes, with 83% of its time in the matrix-product tile: the signature of such
-/// assists (configs/paper-mini/REGIME-LOG.md). Flushing is deterministic, so the
+/// assist on x86 (a hundred cycles or more). 700 steps of a student-l copying curriculum at lr 5e-3 took 298 s
+/// with subnormals kept (its throughput fell from 4.0k to 0.9k tokens/s, 83% of the time in the matrix-product
+/// tile) and 127 s flushed (configs/paper-mini/REGIME-LOG.md). Flushing is deterministic, so the
 /// reproducible mode is unaffected; values below 1.2e-38 read as zero. A no-op off x86-64, and when the
 /// environment variable `ATOD_SUBNORMALS` is `keep` (to compare, or to reproduce a run made before atod flushed).
 pub fn flush_subnormals() {
