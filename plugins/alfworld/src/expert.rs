@@ -211,6 +211,20 @@ fn with_article(noun: &str) -> String {
 /// receptacle's type tells), each in the order the admissible list names them, skipping those in `searched`, and
 /// restarts that search after every `take` and `move`: it never acts on where it saw something earlier. The target receptacle is the first of the goal's type by name.
 pub fn next_visible(world: &World, searched: &[bool]) -> (String, Command) {
+    decide_visibly(world, |kind, subgoal| search(world, searched, kind, subgoal))
+}
+
+/// The expert of `expert = "sweep"`: [`next_visible`]'s subgoals with a search that needs no memory at all. It
+/// goes round the receptacles that can hold what it looks for in the order the admissible list names them, from
+/// the one after where it stands (the current observation names it), and says so in its thought (`Next after
+/// cabinet 1: countertop 1.`), so that a model finds the next receptacle by looking up the current one in the
+/// admissible list and copying what follows.
+pub fn next_sweep(world: &World) -> (String, Command) {
+    decide_visibly(world, |kind, subgoal| sweep(world, kind, subgoal))
+}
+
+/// The subgoals of the visible experts, with `search(kind, subgoal)` deciding where to look next.
+fn decide_visibly(world: &World, search: impl Fn(&str, &str) -> (String, Command)) -> (String, Command) {
     let goal = &world.goal;
     let here_open = world.at.filter(|&r| world.receptacles[r].open);
     let visible_here =
@@ -231,9 +245,7 @@ pub fn next_visible(world: &World, searched: &[bool]) -> (String, Command) {
                     format!("I hold the {}; now I turn on the {}.", held.name, world.objects[lamp].name),
                     Command::Use(lamp),
                 ),
-                None => {
-                    search(world, searched, goal.target, &format!("find {}", with_article(&goal.target.to_lowercase())))
-                }
+                None => search(goal.target, &format!("find {}", with_article(&goal.target.to_lowercase()))),
             };
         }
         let appliance = |kind: &str| first_by_name(world, |r| world.receptacles[r].kind == kind);
@@ -244,7 +256,7 @@ pub fn next_visible(world: &World, searched: &[bool]) -> (String, Command) {
         Some((o, r)) if Some(r) != target && world.objects[o].pickable => {
             (format!("Subgoal: take the {} from {}.", world.objects[o].name, r_name(r)), Command::Take(o, r))
         }
-        _ => search(world, searched, goal.object, &format!("find {}", with_article(&goal.object.to_lowercase()))),
+        _ => search(goal.object, &format!("find {}", with_article(&goal.object.to_lowercase()))),
     }
 }
 
@@ -278,5 +290,29 @@ fn search(world: &World, searched: &[bool], kind: &str, subgoal: &str) -> (Strin
             (format!("Subgoal: {subgoal}. Next to check: {name}."), Command::GoTo(r))
         }
         None => look(),
+    }
+}
+
+/// The next step of the sweep for `kind`: open the receptacle here if it is a closed candidate, else go to the
+/// candidate that follows the one here by name (the admissible list's order), round to the first after the last;
+/// the first candidate when the agent stands at none.
+fn sweep(world: &World, kind: &str, subgoal: &str) -> (String, Command) {
+    let can_hold = |r: usize| searchable(world, r, kind);
+    if let Some(r) = world.at {
+        if can_hold(r) && !world.receptacles[r].open {
+            let name = &world.receptacles[r].name;
+            return (format!("Subgoal: {subgoal}. The {name} is closed, so I open it."), Command::Open(r));
+        }
+    }
+    let name = |r: usize| world.receptacles[r].name.as_str();
+    let mut candidates: Vec<usize> =
+        (0..world.receptacles.len()).filter(|&r| can_hold(r) && world.at != Some(r)).collect();
+    candidates.sort_by(|&a, &b| name(a).cmp(name(b)));
+    let here = world.at.map(name);
+    let after_here = here.and_then(|h| candidates.iter().copied().find(|&r| name(r) > h));
+    match (after_here.or(candidates.first().copied()), here) {
+        (Some(r), Some(h)) => (format!("Subgoal: {subgoal}. Next after {h}: {}.", name(r)), Command::GoTo(r)),
+        (Some(r), None) => (format!("Subgoal: {subgoal}. First: {}.", name(r)), Command::GoTo(r)),
+        (None, _) => look(),
     }
 }

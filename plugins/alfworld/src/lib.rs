@@ -79,7 +79,8 @@ pub struct AlfworldConfig {
     /// Which expert plays `expert_action` (and so makes the demonstrations): `faithful`, ALFWorld's handcoded
     /// expert, which remembers every receptacle it has looked into and where it saw things; or `visible`, the same
     /// subgoals decided only from what a prompt with the compact action history shows (`expert::next_visible`),
-    /// so that a model can imitate it. The worlds are the same either way.
+    /// so that a model can imitate it; or `sweep`, those subgoals with a search that needs no memory
+    /// (`expert::next_sweep`). The worlds are the same in every case.
     pub expert: ExpertKind,
 }
 
@@ -92,6 +93,9 @@ pub enum ExpertKind {
     Faithful,
     /// Decides from what the prompt shows (`expert::next_visible`).
     Visible,
+    /// The visible expert's subgoals with a search that needs no memory: round the candidate receptacles in the
+    /// admissible list's order, from the one after where it stands (`expert::next_sweep`).
+    Sweep,
 }
 
 impl Default for AlfworldConfig {
@@ -167,7 +171,9 @@ task_types = [1, 2, 3, 4, 5, 6]
 # Which expert makes the demonstrations: "faithful" (ALFWorld's handcoded expert, which remembers the whole
 # episode) or "visible" (the same subgoals decided only from what the prompt shows: the task, the current
 # observation, the admissible actions and the actions since the last take or move; it searches in the order the
-# admissible list names the receptacles).
+# admissible list names the receptacles), or "sweep" (the visible expert's subgoals with a search that needs no
+# memory: it goes round the receptacles that can hold what it looks for, in the admissible list's order, from the
+# one after where it stands).
 expert = "faithful"
 "#;
 
@@ -319,6 +325,7 @@ impl Environment for AlfworldEnv {
         let (thought, command) = match self.config.expert {
             ExpertKind::Faithful => expert::next(&episode.world, &episode.seen),
             ExpertKind::Visible => expert::next_visible(&episode.world, &episode.searched),
+            ExpertKind::Sweep => expert::next_sweep(&episode.world),
         };
         let action = actions::render(&episode.world, command);
         Ok(Some(ActionFormat::ThinkAction.wrap(&action, &thought)))

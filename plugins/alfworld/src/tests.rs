@@ -331,19 +331,48 @@ fn the_visible_expert_solves_every_mini_task_within_the_step_limit() {
     assert!(won * 100 >= played * 99, "{won} of {played}");
 }
 
+/// The sweep expert solves every task of the mini preset within its step limit, although it remembers nothing, and
+/// its episodes are about as long as the visible expert's (which skips what it searched since the last take).
+#[test]
+fn the_sweep_expert_solves_every_mini_task_within_the_step_limit() {
+    let mut sweep = AlfworldEnv::create("preset = \"mini\"\nexpert = \"sweep\"").unwrap();
+    let mut visible = AlfworldEnv::create("preset = \"mini\"\nexpert = \"visible\"").unwrap();
+    let (mut sweep_steps, mut visible_steps) = (0, 0);
+    for (split, count) in SPLITS {
+        for index in 0..count {
+            let (transcript, won) = expert_episode(&mut sweep, split, index, 0);
+            assert!(won, "mini {split} {index}:\n{transcript}");
+            sweep_steps += transcript.matches("\n> ").count() + 1;
+            visible_steps += expert_episode(&mut visible, split, index, 0).0.matches("\n> ").count() + 1;
+        }
+    }
+    eprintln!("expert steps on the mini preset: sweep {sweep_steps}, visible {visible_steps}");
+    assert!(sweep_steps * 4 <= visible_steps * 5, "sweep {sweep_steps}, visible {visible_steps}");
+}
+
 /// The visible expert's decisions do not change when the objects the agent cannot see are moved: every object in
 /// a receptacle other than the one it stands at (or in that one while it is closed) is put somewhere else.
 #[test]
 fn the_visible_expert_ignores_what_the_prompt_does_not_show() {
-    let mut env = AlfworldEnv::create("preset = \"mini\"\nexpert = \"visible\"").unwrap();
+    decides_from_what_the_prompt_shows("visible", |episode| expert::next_visible(&episode.world, &episode.searched));
+}
+
+/// The same for the sweep expert, which reads nothing but the world as the prompt shows it.
+#[test]
+fn the_sweep_expert_ignores_what_the_prompt_does_not_show() {
+    decides_from_what_the_prompt_shows("sweep", |episode| expert::next_sweep(&episode.world));
+}
+
+fn decides_from_what_the_prompt_shows(expert: &str, decide: impl Fn(&Episode) -> (String, Command)) {
+    let mut env = AlfworldEnv::create(&format!("preset = \"mini\"\nexpert = \"{expert}\"")).unwrap();
     let mut rng = Rng::new(&[21]);
     let mut checked = 0;
     for index in 0..300 {
         env.reset("train", index, 0).unwrap();
         loop {
             let episode = env.episode.as_ref().unwrap();
-            let (world, searched) = (&episode.world, &episode.searched);
-            let decided = expert::next_visible(world, searched);
+            let world = &episode.world;
+            let decided = decide(episode);
             let visible = |r: usize| world.at == Some(r) && world.receptacles[r].open;
             for _ in 0..4 {
                 let mut moved = world.clone();
@@ -358,7 +387,8 @@ fn the_visible_expert_ignores_what_the_prompt_does_not_show() {
                         }
                     }
                 }
-                assert_eq!(expert::next_visible(&moved, searched), decided, "train {index}");
+                let moved = Episode { world: moved, ..episode.clone() };
+                assert_eq!(decide(&moved), decided, "{expert}: train {index}");
                 checked += 1;
             }
             let response = env.expert_action().unwrap().unwrap();
