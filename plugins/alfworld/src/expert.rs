@@ -215,12 +215,38 @@ pub fn next_visible(world: &World, searched: &[bool]) -> (String, Command) {
 }
 
 /// The expert of `expert = "sweep"`: [`next_visible`]'s subgoals with a search that needs no memory at all. It
-/// goes round the receptacles that can hold what it looks for in the order the admissible list names them, from
-/// the one after where it stands (the current observation names it), and says so in its thought (`Next after
-/// cabinet 1: countertop 1.`), so that a model finds the next receptacle by looking up the current one in the
-/// admissible list and copying what follows.
+/// goes round the receptacles that can hold what it looks for, in the order the admissible list names them (by
+/// name), from the one after where it stands (the current observation names it). While it looks for something,
+/// its thought first names that thing and then what it finds here (`Looking for a cup: cup 1 is here, so I take
+/// it.`, `Looking for a cup: none here. Next after cabinet 1: countertop 1.`), so that the decision follows a
+/// name the model has just written, which it can look up in the observation.
 pub fn next_sweep(world: &World) -> (String, Command) {
-    decide_visibly(world, |kind, subgoal| sweep(world, kind, subgoal))
+    let goal = &world.goal;
+    let here_open = world.at.filter(|&r| world.receptacles[r].open);
+    let target = first_by_name(world, |r| world.receptacles[r].kind == goal.target);
+    let looking = |kind: &str| format!("Looking for {}", with_article(&kind.to_lowercase()));
+    match world.held() {
+        None => {
+            let here = here_open.filter(|&r| Some(r) != target).and_then(|r| {
+                world.contents(r).find(|&o| world.objects[o].kind == goal.object && world.objects[o].pickable)
+            });
+            if let (Some(o), Some(r)) = (here, here_open) {
+                let name = &world.objects[o].name;
+                return (format!("{}: {name} is here, so I take it.", looking(goal.object)), Command::Take(o, r));
+            }
+        }
+        Some(h) if world.objects[h].kind == goal.object && goal.task_type == TaskType::LookAtObjInLight => {
+            let lamp = here_open.and_then(|r| {
+                world.contents(r).find(|&o| world.objects[o].kind == goal.target && world.objects[o].is_lamp())
+            });
+            if let Some(lamp) = lamp {
+                let name = &world.objects[lamp].name;
+                return (format!("{}: {name} is here, so I turn it on.", looking(goal.target)), Command::Use(lamp));
+            }
+        }
+        Some(_) => {}
+    }
+    decide_visibly(world, |kind, _| sweep(world, kind, &looking(kind)))
 }
 
 /// The subgoals of the visible experts, with `search(kind, subgoal)` deciding where to look next.
@@ -293,15 +319,15 @@ fn search(world: &World, searched: &[bool], kind: &str, subgoal: &str) -> (Strin
     }
 }
 
-/// The next step of the sweep for `kind`: open the receptacle here if it is a closed candidate, else go to the
-/// candidate that follows the one here by name (the admissible list's order), round to the first after the last;
-/// the first candidate when the agent stands at none.
-fn sweep(world: &World, kind: &str, subgoal: &str) -> (String, Command) {
+/// The next step of the sweep for `kind`, whose thoughts start with `looking`: open the receptacle here if it is
+/// a closed candidate, else go to the candidate that follows the one here by name (the admissible list's order),
+/// round to the first after the last; the first candidate when the agent stands at none.
+fn sweep(world: &World, kind: &str, looking: &str) -> (String, Command) {
     let can_hold = |r: usize| searchable(world, r, kind);
     if let Some(r) = world.at {
         if can_hold(r) && !world.receptacles[r].open {
             let name = &world.receptacles[r].name;
-            return (format!("Subgoal: {subgoal}. The {name} is closed, so I open it."), Command::Open(r));
+            return (format!("{looking}: {name} is closed, so I open it."), Command::Open(r));
         }
     }
     let name = |r: usize| world.receptacles[r].name.as_str();
@@ -311,8 +337,8 @@ fn sweep(world: &World, kind: &str, subgoal: &str) -> (String, Command) {
     let here = world.at.map(name);
     let after_here = here.and_then(|h| candidates.iter().copied().find(|&r| name(r) > h));
     match (after_here.or(candidates.first().copied()), here) {
-        (Some(r), Some(h)) => (format!("Subgoal: {subgoal}. Next after {h}: {}.", name(r)), Command::GoTo(r)),
-        (Some(r), None) => (format!("Subgoal: {subgoal}. First: {}.", name(r)), Command::GoTo(r)),
+        (Some(r), Some(h)) => (format!("{looking}: none here. Next after {h}: {}.", name(r)), Command::GoTo(r)),
+        (Some(r), None) => (format!("{looking}. First: {}.", name(r)), Command::GoTo(r)),
         (None, _) => look(),
     }
 }
