@@ -211,7 +211,7 @@ fn with_article(noun: &str) -> String {
 /// receptacle's type tells), each in the order the admissible list names them, skipping those in `searched`, and
 /// restarts that search after every `take` and `move`: it never acts on where it saw something earlier. The target receptacle is the first of the goal's type by name.
 pub fn next_visible(world: &World, searched: &[bool]) -> (String, Command) {
-    decide_visibly(world, |kind, subgoal| search(world, searched, kind, subgoal))
+    decide_visibly(world, Search::Visible(searched))
 }
 
 /// The expert of `expert = "sweep"`: [`next_visible`]'s subgoals with a search that needs no memory at all. It
@@ -221,42 +221,60 @@ pub fn next_visible(world: &World, searched: &[bool]) -> (String, Command) {
 /// it.`, `Looking for a cup: none here. Next after cabinet 1: countertop 1.`), so that the decision follows a
 /// name the model has just written, which it can look up in the observation.
 pub fn next_sweep(world: &World) -> (String, Command) {
-    let goal = &world.goal;
-    let here_open = world.at.filter(|&r| world.receptacles[r].open);
-    let target = first_by_name(world, |r| world.receptacles[r].kind == goal.target);
-    let looking = |kind: &str| format!("Looking for {}", with_article(&kind.to_lowercase()));
-    match world.held() {
-        None => {
-            let here = here_open.filter(|&r| Some(r) != target).and_then(|r| {
-                world.contents(r).find(|&o| world.objects[o].kind == goal.object && world.objects[o].pickable)
-            });
-            if let (Some(o), Some(r)) = (here, here_open) {
-                let name = &world.objects[o].name;
-                return (format!("{}: {name} is here, so I take it.", looking(goal.object)), Command::Take(o, r));
-            }
-        }
-        Some(h) if world.objects[h].kind == goal.object && goal.task_type == TaskType::LookAtObjInLight => {
-            let lamp = here_open.and_then(|r| {
-                world.contents(r).find(|&o| world.objects[o].kind == goal.target && world.objects[o].is_lamp())
-            });
-            if let Some(lamp) = lamp {
-                let name = &world.objects[lamp].name;
-                return (format!("{}: {name} is here, so I turn it on.", looking(goal.target)), Command::Use(lamp));
-            }
-        }
-        Some(_) => {}
-    }
-    decide_visibly(world, |kind, _| sweep(world, kind, &looking(kind)))
+    decide_visibly(world, Search::Sweep)
 }
 
-/// The subgoals of the visible experts, with `search(kind, subgoal)` deciding where to look next.
-fn decide_visibly(world: &World, search: impl Fn(&str, &str) -> (String, Command)) -> (String, Command) {
+/// How a visible expert searches, and so how it words what it finds.
+#[derive(Clone, Copy)]
+enum Search<'a> {
+    /// [`next_visible`]: skips the receptacles searched since the last take or move; thoughts name the subgoal.
+    Visible(&'a [bool]),
+    /// [`next_sweep`]: goes round by name from where it stands; thoughts name the thing sought first.
+    Sweep,
+}
+
+impl Search<'_> {
+    /// The next step of the search for `kind`.
+    fn next(self, world: &World, kind: &str) -> (String, Command) {
+        match self {
+            Self::Visible(searched) => {
+                search(world, searched, kind, &format!("find {}", with_article(&kind.to_lowercase())))
+            }
+            Self::Sweep => sweep(world, kind, &looking(kind)),
+        }
+    }
+
+    /// The thought of taking `o` from `r`, a goal object seen there.
+    fn take(self, world: &World, o: usize, r: usize) -> String {
+        let name = &world.objects[o].name;
+        match self {
+            Self::Visible(_) => format!("Subgoal: take the {name} from {}.", world.receptacles[r].name),
+            Self::Sweep => format!("{}: {name} is here, so I take it.", looking(world.goal.object)),
+        }
+    }
+
+    /// The thought of turning on `lamp`, seen here, while holding `held`.
+    fn use_lamp(self, world: &World, held: usize, lamp: usize) -> String {
+        let name = &world.objects[lamp].name;
+        match self {
+            Self::Visible(_) => format!("I hold the {}; now I turn on the {name}.", world.objects[held].name),
+            Self::Sweep => format!("{}: {name} is here, so I turn it on.", looking(world.goal.target)),
+        }
+    }
+}
+
+/// "Looking for a cup": how the sweep's thoughts begin while it looks for `kind`.
+fn looking(kind: &str) -> String {
+    format!("Looking for {}", with_article(&kind.to_lowercase()))
+}
+
+/// The subgoals of the visible experts, with `search` deciding where to look next and how thoughts are worded.
+fn decide_visibly(world: &World, search: Search) -> (String, Command) {
     let goal = &world.goal;
     let here_open = world.at.filter(|&r| world.receptacles[r].open);
     let visible_here =
         |kind: &str| here_open.and_then(|r| world.contents(r).find(|&o| world.objects[o].kind == kind).map(|o| (o, r)));
     let target = first_by_name(world, |r| world.receptacles[r].kind == goal.target);
-    let r_name = |r: usize| world.receptacles[r].name.clone();
     if let Some(h) = world.held() {
         let held = &world.objects[h];
         if held.kind != goal.object {
@@ -267,11 +285,8 @@ fn decide_visibly(world: &World, search: impl Fn(&str, &str) -> (String, Command
                 world.contents(r).find(|&o| world.objects[o].kind == goal.target && world.objects[o].is_lamp())
             });
             return match lamp_here {
-                Some(lamp) => (
-                    format!("I hold the {}; now I turn on the {}.", held.name, world.objects[lamp].name),
-                    Command::Use(lamp),
-                ),
-                None => search(goal.target, &format!("find {}", with_article(&goal.target.to_lowercase()))),
+                Some(lamp) => (search.use_lamp(world, h, lamp), Command::Use(lamp)),
+                None => search.next(world, goal.target),
             };
         }
         let appliance = |kind: &str| first_by_name(world, |r| world.receptacles[r].kind == kind);
@@ -280,9 +295,9 @@ fn decide_visibly(world: &World, search: impl Fn(&str, &str) -> (String, Command
     // Hands are empty: take a goal object seen here, unless here is the target, else search on.
     match visible_here(goal.object) {
         Some((o, r)) if Some(r) != target && world.objects[o].pickable => {
-            (format!("Subgoal: take the {} from {}.", world.objects[o].name, r_name(r)), Command::Take(o, r))
+            (search.take(world, o, r), Command::Take(o, r))
         }
-        _ => search(goal.object, &format!("find {}", with_article(&goal.object.to_lowercase()))),
+        _ => search.next(world, goal.object),
     }
 }
 
