@@ -224,6 +224,20 @@ pub fn next_sweep(world: &World) -> (String, Command) {
     decide_visibly(world, Search::Sweep)
 }
 
+/// The expert of `expert = "roster"`: [`next_sweep`]'s decisions, command for command, with thoughts that turn
+/// each of its lookups into a copy. While it searches, a thought first writes the roster, the receptacles it goes
+/// round (and the one it stands at), in order (`Looking for a cup in: countertop 1, countertop 2, fridge 1.`);
+/// then, at a receptacle worth searching, what it shows (`Here: bowl 2, cup 1.`, copied from the observation);
+/// then the decision (`cup 1, so I take it.`, or `No cup. After countertop 2: fridge 1.`). The receptacle after
+/// this one is the name that follows it in the roster just written, which an induction head copies, where the
+/// sweep's `Next after countertop 2:` asks the model to place a name among the admissible list's by their order.
+/// Every thought starts by restating the task (`Task: put a cool potato in garbagecan.`), so that the words a
+/// decision depends on (cool or heat, one object or two) sit just before it rather than at the prompt's top.
+pub fn next_roster(world: &World) -> (String, Command) {
+    let (thought, command) = decide_visibly(world, Search::Roster);
+    (format!("Task: {}. {thought}", world.goal.text), command)
+}
+
 /// How a visible expert searches, and so how it words what it finds.
 #[derive(Clone, Copy)]
 enum Search<'a> {
@@ -231,6 +245,8 @@ enum Search<'a> {
     Visible(&'a [bool]),
     /// [`next_sweep`]: goes round by name from where it stands; thoughts name the thing sought first.
     Sweep,
+    /// [`next_roster`]: the sweep's decisions; thoughts write the roster and what is here before deciding.
+    Roster,
 }
 
 impl Search<'_> {
@@ -240,7 +256,7 @@ impl Search<'_> {
             Self::Visible(searched) => {
                 search(world, searched, kind, &format!("find {}", with_article(&kind.to_lowercase())))
             }
-            Self::Sweep => sweep(world, kind, &looking(kind)),
+            Self::Sweep | Self::Roster => sweep(world, kind, self),
         }
     }
 
@@ -250,6 +266,7 @@ impl Search<'_> {
         match self {
             Self::Visible(_) => format!("Subgoal: take the {name} from {}.", world.receptacles[r].name),
             Self::Sweep => format!("{}: {name} is here, so I take it.", looking(world.goal.object)),
+            Self::Roster => format!("{} {name}, so I take it.", roster_and_here(world, world.goal.object)),
         }
     }
 
@@ -259,6 +276,7 @@ impl Search<'_> {
         match self {
             Self::Visible(_) => format!("I hold the {}; now I turn on the {name}.", world.objects[held].name),
             Self::Sweep => format!("{}: {name} is here, so I turn it on.", looking(world.goal.target)),
+            Self::Roster => format!("{} {name}, so I turn it on.", roster_and_here(world, world.goal.target)),
         }
     }
 }
@@ -266,6 +284,29 @@ impl Search<'_> {
 /// "Looking for a cup": how the sweep's thoughts begin while it looks for `kind`.
 fn looking(kind: &str) -> String {
     format!("Looking for {}", with_article(&kind.to_lowercase()))
+}
+
+/// The receptacles the sweep for `kind` goes round, and the one the agent stands at, by name.
+fn roster(world: &World, kind: &str) -> Vec<usize> {
+    let mut names: Vec<usize> =
+        (0..world.receptacles.len()).filter(|&r| searchable(world, r, kind) || world.at == Some(r)).collect();
+    names.sort_by(|&a, &b| world.receptacles[a].name.cmp(&world.receptacles[b].name));
+    names
+}
+
+/// How the roster expert's search thoughts begin: "Looking for a cup in: countertop 1, fridge 1." and, when it
+/// stands at an open receptacle worth searching, what that shows as the observation lists it ("Here: bowl 2, cup
+/// 1." or "Here: nothing.").
+fn roster_and_here(world: &World, kind: &str) -> String {
+    let names: Vec<&str> = roster(world, kind).into_iter().map(|r| world.receptacles[r].name.as_str()).collect();
+    let mut thought = format!("{} in: {}.", looking(kind), names.join(", "));
+    if let Some(r) = world.at.filter(|&r| world.receptacles[r].open && searchable(world, r, kind)) {
+        let here: Vec<&str> =
+            crate::text::in_listing_order(world.contents(r).map(|o| world.objects[o].name.as_str())).collect();
+        let here = if here.is_empty() { "nothing".to_string() } else { here.join(", ") };
+        thought.push_str(&format!(" Here: {here}."));
+    }
+    thought
 }
 
 /// The subgoals of the visible experts, with `search` deciding where to look next and how thoughts are worded.
@@ -337,12 +378,19 @@ fn search(world: &World, searched: &[bool], kind: &str, subgoal: &str) -> (Strin
 /// The next step of the sweep for `kind`, whose thoughts start with `looking`: open the receptacle here if it is
 /// a closed candidate, else go to the candidate that follows the one here by name (the admissible list's order),
 /// round to the first after the last; the first candidate when the agent stands at none.
-fn sweep(world: &World, kind: &str, looking: &str) -> (String, Command) {
+fn sweep(world: &World, kind: &str, style: Search) -> (String, Command) {
+    let roster = matches!(style, Search::Roster);
+    let looking = &looking(kind);
     let can_hold = |r: usize| searchable(world, r, kind);
     if let Some(r) = world.at {
         if can_hold(r) && !world.receptacles[r].open {
             let name = &world.receptacles[r].name;
-            return (format!("{looking}: {name} is closed, so I open it."), Command::Open(r));
+            let thought = if roster {
+                format!("{} {name} is closed, so I open it.", roster_and_here(world, kind))
+            } else {
+                format!("{looking}: {name} is closed, so I open it.")
+            };
+            return (thought, Command::Open(r));
         }
     }
     let name = |r: usize| world.receptacles[r].name.as_str();
@@ -351,7 +399,20 @@ fn sweep(world: &World, kind: &str, looking: &str) -> (String, Command) {
     candidates.sort_by(|&a, &b| name(a).cmp(name(b)));
     let here = world.at.map(name);
     let after_here = here.and_then(|h| candidates.iter().copied().find(|&r| name(r) > h));
-    match (after_here.or(candidates.first().copied()), here) {
+    let next = after_here.or(candidates.first().copied());
+    if roster {
+        let start = roster_and_here(world, kind);
+        let none = match world.at {
+            Some(r) if can_hold(r) => format!(" No {}.", kind.to_lowercase()),
+            _ => String::new(),
+        };
+        return match (next, here) {
+            (Some(r), Some(h)) => (format!("{start}{none} After {h}: {}.", name(r)), Command::GoTo(r)),
+            (Some(r), None) => (format!("{start} First: {}.", name(r)), Command::GoTo(r)),
+            (None, _) => look(),
+        };
+    }
+    match (next, here) {
         (Some(r), Some(h)) => (format!("{looking}: none here. Next after {h}: {}.", name(r)), Command::GoTo(r)),
         (Some(r), None) => (format!("{looking}. First: {}.", name(r)), Command::GoTo(r)),
         (None, _) => look(),

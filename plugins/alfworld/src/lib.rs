@@ -80,7 +80,8 @@ pub struct AlfworldConfig {
     /// expert, which remembers every receptacle it has looked into and where it saw things; or `visible`, the same
     /// subgoals decided only from what a prompt with the compact action history shows (`expert::next_visible`),
     /// so that a model can imitate it; or `sweep`, those subgoals with a search that needs no memory
-    /// (`expert::next_sweep`). The worlds are the same in every case.
+    /// (`expert::next_sweep`); or `roster`, the sweep's actions with thoughts that write out what each decision
+    /// reads (`expert::next_roster`). The worlds are the same in every case.
     pub expert: ExpertKind,
 }
 
@@ -96,6 +97,9 @@ pub enum ExpertKind {
     /// The visible expert's subgoals with a search that needs no memory: round the candidate receptacles in the
     /// admissible list's order, from the one after where it stands (`expert::next_sweep`).
     Sweep,
+    /// The sweep's decisions with thoughts that write the receptacles it goes round and what is here before each
+    /// decision, so that every lookup is a copy (`expert::next_roster`).
+    Roster,
 }
 
 impl Default for AlfworldConfig {
@@ -173,7 +177,8 @@ task_types = [1, 2, 3, 4, 5, 6]
 # observation, the admissible actions and the actions since the last take or move; it searches in the order the
 # admissible list names the receptacles), or "sweep" (the visible expert's subgoals with a search that needs no
 # memory: it goes round the receptacles that can hold what it looks for, in the admissible list's order, from the
-# one after where it stands).
+# one after where it stands), or "roster" (the sweep's actions, with thoughts that first write the receptacles it
+# goes round and what the one here shows, so that each decision copies a name just written).
 expert = "faithful"
 "#;
 
@@ -326,6 +331,7 @@ impl Environment for AlfworldEnv {
             ExpertKind::Faithful => expert::next(&episode.world, &episode.seen),
             ExpertKind::Visible => expert::next_visible(&episode.world, &episode.searched),
             ExpertKind::Sweep => expert::next_sweep(&episode.world),
+            ExpertKind::Roster => expert::next_roster(&episode.world),
         };
         let action = actions::render(&episode.world, command);
         Ok(Some(ActionFormat::ThinkAction.wrap(&action, &thought)))

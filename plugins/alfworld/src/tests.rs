@@ -350,6 +350,48 @@ fn the_sweep_expert_solves_every_mini_task_within_the_step_limit() {
     assert!(sweep_steps * 4 <= visible_steps * 5, "sweep {sweep_steps}, visible {visible_steps}");
 }
 
+/// The roster expert acts as the sweep does, command for command, on every mini task; its thoughts write the
+/// roster it goes round and what is here, and every receptacle it names after "After X:" follows X in the roster
+/// its thought has just written (round to the first after the last), so that the choice is a copy.
+#[test]
+fn the_roster_expert_acts_as_the_sweep_and_its_next_receptacle_follows_in_its_roster() {
+    let mut roster = AlfworldEnv::create("preset = \"mini\"\nexpert = \"roster\"").unwrap();
+    let mut sweep = AlfworldEnv::create("preset = \"mini\"\nexpert = \"sweep\"").unwrap();
+    let action = |response: &str| response.split("<action>").nth(1).unwrap().trim_end_matches("</action>").to_string();
+    let (mut afters, mut longest) = (0, 0);
+    for (split, count) in SPLITS {
+        for index in 0..count {
+            roster.reset(split, index, 0).unwrap();
+            sweep.reset(split, index, 0).unwrap();
+            loop {
+                let (ours, theirs) =
+                    (roster.expert_action().unwrap().unwrap(), sweep.expert_action().unwrap().unwrap());
+                assert_eq!(action(&ours), action(&theirs), "{split} {index}");
+                longest = longest.max(ours.len());
+                if let Some((list, rest)) = ours.split_once(" in: ").and_then(|(_, r)| r.split_once('.')) {
+                    let names: Vec<&str> = list.split(", ").collect();
+                    if let Some(after) = rest.split(" After ").nth(1) {
+                        let (here, next) = after.split_once(": ").unwrap();
+                        let next = next.split('.').next().unwrap();
+                        let at = names.iter().position(|n| *n == here).unwrap_or_else(|| panic!("{ours}"));
+                        assert_eq!(names[(at + 1) % names.len()], next, "{ours}");
+                        assert!(action(&ours).ends_with(next), "{ours}");
+                        afters += 1;
+                    }
+                }
+                let step = roster.step(&ours).unwrap();
+                assert_eq!(sweep.step(&theirs).unwrap().done, step.done);
+                if step.done {
+                    assert!(step.won, "{split} {index}");
+                    break;
+                }
+            }
+        }
+    }
+    eprintln!("roster: {afters} moves on, the longest response {longest} bytes");
+    assert!(afters > 10_000, "{afters}");
+}
+
 /// The visible expert's decisions do not change when the objects the agent cannot see are moved: every object in
 /// a receptacle other than the one it stands at (or in that one while it is closed) is put somewhere else.
 #[test]
@@ -361,6 +403,12 @@ fn the_visible_expert_ignores_what_the_prompt_does_not_show() {
 #[test]
 fn the_sweep_expert_ignores_what_the_prompt_does_not_show() {
     decides_from_what_the_prompt_shows("sweep", |episode| expert::next_sweep(&episode.world));
+}
+
+/// The same for the roster expert, whose thoughts also list what is here.
+#[test]
+fn the_roster_expert_ignores_what_the_prompt_does_not_show() {
+    decides_from_what_the_prompt_shows("roster", |episode| expert::next_roster(&episode.world));
 }
 
 fn decides_from_what_the_prompt_shows(expert: &str, decide: impl Fn(&Episode) -> (String, Command)) {

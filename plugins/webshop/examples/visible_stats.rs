@@ -13,7 +13,7 @@ use atod_plugin_webshop::WebShopEnv;
 type Policy = fn(&str, &[&str]) -> String;
 
 fn visible(observation: &str, history: &[&str]) -> String {
-    visible_step(observation, history).1
+    visible_step(observation, history, atod_plugin_webshop::pages::RESULTS_PER_PAGE).1
 }
 
 /// Search the key words, open the first result, click the wanted values the item lists, buy.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::catalogue::{Catalogue, Goal, Product};
-use crate::pages::{Page, RESULTS_PER_PAGE};
+use crate::pages::Page;
 use crate::reward::{normalize_color, reward, token_set_ratio};
 use crate::search::tokenize;
 
@@ -29,6 +29,8 @@ pub struct State<'a> {
     pub results: &'a [usize],
     /// The option values selected on the current item, by option name.
     pub selected: &'a BTreeMap<String, String>,
+    /// Results shown per results page.
+    pub per_page: usize,
 }
 
 /// The expert's (thought, action) in the current state.
@@ -49,7 +51,7 @@ pub fn expert_step(state: &State<'_>) -> (String, String) {
             });
             match hit {
                 Some(rank) => {
-                    let wanted_page = rank / RESULTS_PER_PAGE;
+                    let wanted_page = rank / state.per_page;
                     let asin = catalogue.products[state.results[rank]].asin.to_lowercase();
                     if wanted_page == page {
                         (

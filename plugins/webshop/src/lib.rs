@@ -79,6 +79,10 @@ pub struct WebShopConfig {
     pub max_steps: u32,
     /// Results a search keeps (WebShop: the top 50, 10 per page).
     pub top_k: usize,
+    /// Results shown per results page (WebShop: 10). Fewer is a CPU-scale simplification, not WebShop: with one
+    /// result a page, opening a product is a copy of the only ASIN listed, where a model that has not learnt to
+    /// pick one of ten look-alike `B0...` codes by its position cannot open any (FIDELITY.md).
+    pub results_per_page: usize,
     /// Reward for a purchase with WebShop reward 1.0 (verl-agent: 10).
     pub success_reward: f64,
     /// Reward for an invalid response: no `<action>...</action>` or `<think>...</think>`, or CJK characters
@@ -118,6 +122,7 @@ impl Default for WebShopConfig {
             goal_shuffle_seed: 233,
             max_steps: 15,
             top_k: 50,
+            results_per_page: pages::RESULTS_PER_PAGE,
             success_reward: 10.0,
             invalid_reward: -0.1,
             weighted_train: true,
@@ -135,6 +140,7 @@ impl WebShopConfig {
         check_bounds("webshop", "n_products", self.n_products, 300, 1_200_000)?;
         check_bounds("webshop", "max_steps", self.max_steps, 1, 1000)?;
         check_bounds("webshop", "top_k", self.top_k, 1, 1000)?;
+        check_bounds("webshop", "results_per_page", self.results_per_page, 1, 100)?;
         check_bounds("webshop", "success_reward", self.success_reward, -1e6, 1e6)?;
         check_bounds("webshop", "invalid_reward", self.invalid_reward, -1e6, 1e6)
     }
@@ -204,6 +210,7 @@ impl WebShopEnv {
             catalogue: &self.catalogue,
             instruction: &self.catalogue.goals[episode.goal].instruction,
             results: &episode.results,
+            per_page: self.config.results_per_page,
         }
     }
 
@@ -215,6 +222,7 @@ impl WebShopEnv {
             query: episode.query.as_deref(),
             results: &episode.results,
             selected: &episode.selected,
+            per_page: self.config.results_per_page,
         }
     }
 }
@@ -250,7 +258,7 @@ impl PluginEnvironment for WebShopEnv {
         let body = toml::to_string(&WebShopConfig::default()).unwrap_or_default();
         format!(
             "# WebShop-faithful shopping. Keys (all optional): catalogue_seed, n_products (>= 300), \
-             goal_shuffle_seed,\n# max_steps, top_k (results kept per search), success_reward, invalid_reward, \
+             goal_shuffle_seed,\n# max_steps, top_k (results kept per search), results_per_page, success_reward, invalid_reward, \
              weighted_train,\n# explain_invalid_actions, expert (\"faithful\" or \"visible\").\n{body}"
         )
     }
@@ -353,7 +361,7 @@ impl Environment for WebShopEnv {
                 // the prompt; the page is the same).
                 let page = self.view(episode).render(episode.page);
                 let history: Vec<&str> = episode.actions.iter().map(String::as_str).collect();
-                visible::visible_step(&page, &history)
+                visible::visible_step(&page, &history, self.config.results_per_page)
             }
         };
         Ok(Some(ActionFormat::ThinkAction.wrap(&action, &thought)))

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::catalogue::{Catalogue, Product};
 
-/// Results shown per page.
+/// Results shown per page by WebShop (`results_per_page`'s default).
 pub const RESULTS_PER_PAGE: usize = 10;
 
 /// Which page the agent is on.
@@ -55,6 +55,8 @@ pub struct View<'a> {
     pub instruction: &'a str,
     /// The ranked results of the last search.
     pub results: &'a [usize],
+    /// Results shown per results page.
+    pub per_page: usize,
 }
 
 impl View<'_> {
@@ -131,8 +133,8 @@ impl View<'_> {
 
     /// The results shown on page `page` (from 0).
     pub fn page_results(&self, page: usize) -> &[usize] {
-        let start = page.saturating_mul(RESULTS_PER_PAGE).min(self.results.len());
-        let end = (start + RESULTS_PER_PAGE).min(self.results.len());
+        let start = page.saturating_mul(self.per_page).min(self.results.len());
+        let end = (start + self.per_page).min(self.results.len());
         &self.results[start..end]
     }
 }

@@ -796,7 +796,7 @@ fn the_visible_expert_follows_its_rules() {
     use crate::visible::visible_step;
     let instruction = "find me a soy wax scented candle with scent: vanilla, and size: 8 oz, and price lower than \
                        20.00 dollars";
-    let act = |page: &str, history: &[&str]| visible_step(page, history).1;
+    let act = |page: &str, history: &[&str]| visible_step(page, history, 10).1;
     let search = format!("WebShop [SEP] Instruction: [SEP] {instruction} [SEP] Search");
     assert_eq!(act(&search, &[]), format!("search[{instruction}]"));
     // The first product whose price, or the upper end of its range, is at most the cap.
@@ -838,19 +838,24 @@ fn the_visible_expert_follows_its_rules() {
 /// what `visible_step` makes of the observation the agent was shown and the actions the environment reported
 /// (so its decisions use nothing else), and that its action is one of the admissible actions.
 fn visible_wins(split: &str, n: u64) -> u64 {
-    let mut env = visible_env();
-    let mut wins = 0;
+    visible_wins_in(&mut visible_env(), 10, split, n).0
+}
+
+/// [`visible_wins`] in `env`, whose results pages show `per_page` results; also the steps it took.
+fn visible_wins_in(env: &mut WebShopEnv, per_page: usize, split: &str, n: u64) -> (u64, u64) {
+    let (mut wins, mut steps) = (0, 0);
     for index in 0..n {
         let mut observation = env.reset(split, index, 0).unwrap();
         let mut history: Vec<String> = Vec::new();
         loop {
             let shown: Vec<&str> = history.iter().map(String::as_str).collect();
-            let (thought, action) = visible::visible_step(&observation, &shown);
+            let (thought, action) = visible::visible_step(&observation, &shown, per_page);
             let response = env.expert_action().unwrap().unwrap();
             assert_eq!(response, ActionFormat::ThinkAction.wrap(&action, &thought), "{split} {index}");
             assert!(env.admissible_actions().unwrap().contains(&action.to_lowercase()), "{split} {index}: {action}");
             let r = env.step(&response).unwrap();
             assert!(r.valid);
+            steps += 1;
             history.push(r.action);
             observation = r.observation;
             if r.done {
@@ -859,7 +864,39 @@ fn visible_wins(split: &str, n: u64) -> u64 {
             }
         }
     }
-    wins
+    (wins, steps)
+}
+
+/// With one result a page (`results_per_page = 1`, the CPU regime's simplification), a results page lists one
+/// ASIN and the visible expert still wins nearly every goal (it pages on past results above the price cap), in
+/// about as many steps. The faithful expert, which pages to the target's rank, loses the goals whose target ranks
+/// too deep for one page a step within the step limit.
+#[test]
+fn one_result_a_page_lists_one_asin_and_the_experts_still_win() {
+    let config = "expert = \"visible\"\nresults_per_page = 1";
+    let mut env = WebShopEnv::create(config).unwrap();
+    let (wins, steps) = visible_wins_in(&mut env, 1, "eval", 300);
+    let (wins_ten, steps_ten) = visible_wins_in(&mut visible_env(), 10, "eval", 300);
+    eprintln!("visible expert, eval 0..300: {wins} wins in {steps} steps with 1 result a page, {wins_ten} in {steps_ten} with 10");
+    assert!(wins >= 295, "{wins}");
+    assert!(steps * 10 <= steps_ten * 12, "{steps} against {steps_ten}");
+    env.reset("eval", 3, 0).unwrap();
+    let results = env.step("<think>.</think><action>search[red shoes]</action>").unwrap().observation;
+    assert_eq!(results.matches(" [SEP] B0").count(), 1, "{results}");
+    let mut faithful = WebShopEnv::create("results_per_page = 1").unwrap();
+    let mut faithful_wins = 0;
+    for index in 0..100 {
+        faithful.reset("eval", index, 0).unwrap();
+        faithful_wins += loop {
+            let r = faithful.step(&faithful.expert_action().unwrap().unwrap()).unwrap();
+            if r.done {
+                break u32::from(r.won);
+            }
+        };
+    }
+    eprintln!("faithful expert, eval 0..100, 1 result a page: {faithful_wins} wins");
+    assert!(faithful_wins >= 75, "{faithful_wins}");
+    assert!(WebShopEnv::create("results_per_page = 0").unwrap_err().contains("results_per_page"));
 }
 
 #[test]

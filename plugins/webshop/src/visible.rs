@@ -179,9 +179,10 @@ fn clicked(action: &str) -> Option<&str> {
     action.strip_prefix("click[")?.strip_suffix(']')
 }
 
-/// The visible expert's (thought, action) given the current page's text and the actions taken so far as the
-/// prompt's history shows them (only the last two are read).
-pub fn visible_step(observation: &str, history: &[&str]) -> (String, String) {
+/// The visible expert's (thought, action) given the current page's text, the actions taken so far as the
+/// prompt's history shows them (only the last two are read) and the results a page shows (the config's
+/// `results_per_page`, which says whether a results page is the last one).
+pub fn visible_step(observation: &str, history: &[&str], per_page: usize) -> (String, String) {
     let last = history.last().copied().unwrap_or_default();
     let before_last = history.len().checked_sub(2).map_or("", |i| history[i]);
     let Some((instruction, shown)) = read_page(observation) else {
@@ -206,7 +207,7 @@ pub fn visible_step(observation: &str, history: &[&str]) -> (String, String) {
                 };
                 return (thought, format!("click[{}]", hit.asin));
             }
-            if page * crate::pages::RESULTS_PER_PAGE < total {
+            if page * per_page < total {
                 return ("No result here is cheap enough; next page.".into(), "click[next >]".into());
             }
             match candidates.first() {
