@@ -215,8 +215,14 @@ pub struct SftConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CopyPretrainConfig {
-    /// Optimiser steps (with an AdamW of their own, before the SFT steps).
+    /// Optimiser steps (with an AdamW of their own, before the SFT steps); with `until_loss`, the most it may take.
     pub steps: u64,
+    /// End the curriculum as soon as the mean loss of its last [`super::sft::COPY_WINDOW`] steps falls below this
+    /// (nats), rather than after a fixed count: the induction phase change comes after a number of steps that
+    /// varies widely with the batch order (about 1,750 to past 5,000 on the same ALFWorld demonstrations), so a
+    /// step count either stops some runs in the middle of it or trains others long after it. Absent: `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_loss: Option<f64>,
     /// Sequences per step.
     #[serde(default = "default_sft_batch")]
     pub batch_size: usize,
@@ -316,6 +322,11 @@ impl SftConfig {
                 );
             }
             check_lr("copy_pretrain.lr", &copy.lr, copy.steps)?;
+            if let Some(threshold) = copy.until_loss {
+                if !(threshold > 0.0 && threshold.is_finite()) {
+                    bail!("`copy_pretrain.until_loss` must be positive and finite, got {threshold}");
+                }
+            }
         }
         Ok(())
     }
@@ -903,6 +914,13 @@ mod tests {
         }
         let err = sft("copy_pretrain = { steps = 10, lr = \"linear(1, -1, total)\" }").check().unwrap_err();
         assert!(err.to_string().contains("copy_pretrain.lr"), "{err}");
+        assert_eq!(copy.until_loss, None);
+        assert!(!toml::to_string(&with).unwrap().contains("until_loss"), "an absent threshold keeps the stage hash");
+        sft("copy_pretrain = { steps = 10, until_loss = 0.05 }").check().unwrap();
+        for bad in ["0.0", "-1.0", "nan", "inf"] {
+            let err = sft(&format!("copy_pretrain = {{ steps = 10, until_loss = {bad} }}")).check().unwrap_err();
+            assert!(err.to_string().contains("copy_pretrain.until_loss"), "{bad}: {err}");
+        }
         let unknown = toml::from_str::<SftConfig>("preset = \"student-s\"\ncopy_pretrain = { steps = 1, spam = 2 }");
         assert!(unknown.unwrap_err().to_string().contains("spam"));
     }

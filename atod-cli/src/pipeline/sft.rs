@@ -446,6 +446,10 @@ pub fn copy_rows(
 /// nats to well under 0.1 within a few hundred steps (configs/paper-mini/REGIME-LOG.md).
 pub const COPY_LEARNT_BELOW: f64 = 0.5;
 
+/// The steps whose mean loss the curriculum's end is judged on ([`super::config::CopyPretrainConfig::until_loss`]
+/// and the warning for a curriculum that ended before the model copies).
+pub const COPY_WINDOW: usize = 50;
+
 /// Runs the copying curriculum on `model` and returns it; `out/copy.jsonl` logs its steps (the loss falls from
 /// about ln(vocabulary) towards 0 once the model copies).
 fn copy_pretrain<B>(
@@ -477,24 +481,41 @@ where
     let mut log = std::fs::File::create(out.join("copy.jsonl"))?;
     progress.start(copy.steps, &format!("copy curriculum {}", sft.preset));
     let mut last = Vec::new();
+    let window_mean = |losses: &[f64]| {
+        let tail = &losses[losses.len().saturating_sub(COPY_WINDOW)..];
+        tail.iter().sum::<f64>() / tail.len() as f64
+    };
     for step in 0..copy.steps {
         let record = trainer.step_on(step, cluster)?;
         writeln!(log, "{}", serde_json::to_string(&record)?)?;
         progress.set_message(&format!("loss {:.3}", record.loss));
         progress.set_position(step + 1);
         last.push(record.loss);
+        if let Some(threshold) = copy.until_loss {
+            if last.len() >= COPY_WINDOW && window_mean(&last) < threshold {
+                progress.finish();
+                eprintln!(
+                    "copy curriculum {}: the mean loss of the last {COPY_WINDOW} steps is below {threshold} after {} \
+                     of at most {} steps",
+                    sft.preset,
+                    step + 1,
+                    copy.steps
+                );
+                return Ok(trainer.into_model());
+            }
+        }
     }
     progress.finish();
     // A model that copies predicts the second copy almost surely; one that has not grown induction heads stays
     // near the entropy of a draw from the span (a few nats), and the SFT after it will not copy names either.
-    let tail = &last[last.len().saturating_sub(50)..];
-    let mean = tail.iter().sum::<f64>() / tail.len() as f64;
+    let mean = window_mean(&last);
+    let tail_len = last.len().min(COPY_WINDOW);
     if mean > COPY_LEARNT_BELOW {
         eprintln!(
             "warning: the copying curriculum ended at a loss of {mean:.2} nats (mean of its last {} steps, \
              {}/copy.jsonl): the model has not learnt to copy (a model that has is below {COPY_LEARNT_BELOW}); \
              give `copy_pretrain` more steps",
-            tail.len(),
+            tail_len,
             out.display()
         );
     }
@@ -735,6 +756,7 @@ mod tests {
             batch_size: 32,
             lr: atod_core::Schedule::parse("warmup(50, 3e-3)").unwrap(),
             span: [8, 16],
+            until_loss: None,
         };
         let sft: super::super::config::SftConfig = toml::from_str("preset = \"student-s\"\nseed = 3").unwrap();
         let out = tempfile::tempdir().unwrap();
@@ -750,5 +772,49 @@ mod tests {
         let pairs: Vec<(&[u32], &[bool])> = held_out.iter().map(|(i, m)| (&i[..], &m[..])).collect();
         let (loss, _) = sft_grads(&model, &pairs, 1).unwrap();
         assert!(loss < COPY_LEARNT_BELOW, "held-out copy loss {loss}");
+    }
+
+    /// `until_loss` ends the curriculum at the first step where the mean loss of the last [`COPY_WINDOW`] steps is
+    /// below the threshold, and not before [`COPY_WINDOW`] steps: a run with the threshold set to a value its own
+    /// losses cross stops exactly where an uncut run's losses say it should, with the same losses up to there.
+    #[test]
+    fn the_copying_curriculum_stops_once_its_loss_is_below_until_loss() {
+        type B = atod_models::CpuAutodiff;
+        let device = Default::default();
+        let config = TransformerConfig::preset("student-s", 64).unwrap();
+        // Every run starts from the same weights: burn initialises parameters lazily, at their first use, from the
+        // backend's shared random state (which tests running beside this one reseed), and a clone of an unused
+        // model draws its own, so the model is used once (a loss) before it is cloned for each run.
+        let model = config.init::<B>(&device).unwrap();
+        let probe = [(vec![4u32, 5, 6, 4, 5, 6], vec![false, false, false, false, true, true])];
+        let pairs: Vec<(&[u32], &[bool])> = probe.iter().map(|(i, m)| (&i[..], &m[..])).collect();
+        sft_grads(&model, &pairs, 1).unwrap();
+        let fresh = || model.clone();
+        let demos = vec![((4..60).collect::<Vec<u32>>(), vec![false; 56])];
+        let sft: super::super::config::SftConfig = toml::from_str("preset = \"student-s\"\nseed = 3").unwrap();
+        let run = |until_loss: f64, steps: u64| -> Vec<f64> {
+            let copy = super::super::config::CopyPretrainConfig {
+                steps,
+                batch_size: 4,
+                lr: atod_core::Schedule::parse("warmup(10, 3e-3)").unwrap(),
+                span: [4, 8],
+                until_loss: Some(until_loss),
+            };
+            let out = tempfile::tempdir().unwrap();
+            copy_pretrain(fresh(), &demos, &copy, &sft, out.path(), &(), None).unwrap();
+            let log = std::fs::read_to_string(out.path().join("copy.jsonl")).unwrap();
+            log.lines().map(|l| serde_json::from_str::<SftMetrics>(l).unwrap().loss).collect()
+        };
+        // A threshold no loss is under runs every step; one every loss is under stops after the first window.
+        let full = run(1e-12, 120);
+        assert_eq!(full.len(), 120);
+        assert_eq!(run(1e12, 120).len(), COPY_WINDOW);
+        let window = |i: usize| full[i + 1 - COPY_WINDOW..=i].iter().sum::<f64>() / COPY_WINDOW as f64;
+        let threshold = window(99) + 1e-9;
+        let expected = (COPY_WINDOW - 1..120).find(|&i| window(i) < threshold).unwrap() + 1;
+        assert!(expected <= 100);
+        let cut = run(threshold, 120);
+        assert_eq!(cut.len(), expected, "the curriculum stops at the first window below {threshold}");
+        assert_eq!(cut[..], full[..expected], "and runs the same steps up to there");
     }
 }
