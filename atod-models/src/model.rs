@@ -105,9 +105,10 @@ pub type PresetFn = fn(usize) -> TransformerConfig;
 
 /// The one declaration of the named presets, smallest first: [`presets`], [`PRESETS`] and
 /// [`TransformerConfig::preset`] all follow from it.
-const PRESET_TABLE: [(&str, PresetFn); 5] = [
+const PRESET_TABLE: [(&str, PresetFn); 6] = [
     ("student-s", TransformerConfig::student_s),
     ("student-m", TransformerConfig::student_m),
+    ("student-ml", TransformerConfig::student_ml),
     ("student-l", TransformerConfig::student_l),
     ("teacher", TransformerConfig::teacher),
     ("probe", TransformerConfig::probe),
@@ -160,6 +161,13 @@ impl TransformerConfig {
     /// About 0.4M parameters at a 512-token vocabulary: d 128, 2 layers, 4 heads (2 KV).
     pub fn student_m(vocab_size: usize) -> Self {
         Self::qwen2(vocab_size, 128, 2, 4, 2, 344)
+    }
+
+    /// About 0.8M parameters at a 512-token vocabulary: student-m's width with student-l's depth (d 128, 4 layers, 4
+    /// heads, 2 KV). Between the two: student-m, with 2 layers, copies names across ALFWorld's 512-token prompts but
+    /// nothing across WebShop's (configs/paper-mini/REGIME-LOG.md), where student-l copies.
+    pub fn student_ml(vocab_size: usize) -> Self {
+        Self::qwen2(vocab_size, 128, 4, 4, 2, 344)
     }
 
     /// About 1.5M parameters at a 512-token vocabulary: d 192, 4 layers, 6 heads (2 KV).
@@ -826,7 +834,7 @@ mod tests {
         }
         assert_eq!(TransformerConfig::preset("probe", 300).unwrap().intermediate_size, 512);
         let err = TransformerConfig::preset("huge", 300).unwrap_err().to_string();
-        assert_eq!(err, "unknown model preset `huge`; known presets: student-s, student-m, student-l, teacher, probe");
+        assert_eq!(err, "unknown model preset `huge`; known presets: student-s, student-m, student-ml, student-l, teacher, probe");
     }
 
     /// Qwen3-0.6B's `config.json`, as far as the shapes go.
