@@ -834,7 +834,10 @@ mod tests {
         }
         assert_eq!(TransformerConfig::preset("probe", 300).unwrap().intermediate_size, 512);
         let err = TransformerConfig::preset("huge", 300).unwrap_err().to_string();
-        assert_eq!(err, "unknown model preset `huge`; known presets: student-s, student-m, student-ml, student-l, teacher, probe");
+        assert_eq!(
+            err,
+            "unknown model preset `huge`; known presets: student-s, student-m, student-ml, student-l, teacher, probe"
+        );
     }
 
     /// Qwen3-0.6B's `config.json`, as far as the shapes go.
