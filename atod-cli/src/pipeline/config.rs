@@ -219,8 +219,9 @@ pub struct CopyPretrainConfig {
     pub steps: u64,
     /// End the curriculum as soon as the mean loss of its last [`super::sft::COPY_WINDOW`] steps falls below this
     /// (nats), rather than after a fixed count: the induction phase change comes after a number of steps that
-    /// varies widely with the batch order (about 1,750 to past 5,000 on the same ALFWorld demonstrations), so a
-    /// step count either stops some runs in the middle of it or trains others long after it. Absent: `steps`.
+    /// varies widely between runs (student-l on the same ALFWorld demonstrations: under 700 steps at lr 1.5e-3,
+    /// about 1,750 to past 5,000 at 3e-3), so a step count either stops some runs in the middle of it or trains
+    /// others long after it. Absent: `steps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_loss: Option<f64>,
     /// Sequences per step.

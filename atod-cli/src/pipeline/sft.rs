@@ -485,37 +485,37 @@ where
         let tail = &losses[losses.len().saturating_sub(COPY_WINDOW)..];
         tail.iter().sum::<f64>() / tail.len() as f64
     };
+    let below = |threshold: f64, losses: &[f64]| losses.len() >= COPY_WINDOW && window_mean(losses) < threshold;
+    let mut stopped_after = None;
     for step in 0..copy.steps {
         let record = trainer.step_on(step, cluster)?;
         writeln!(log, "{}", serde_json::to_string(&record)?)?;
         progress.set_message(&format!("loss {:.3}", record.loss));
         progress.set_position(step + 1);
         last.push(record.loss);
-        if let Some(threshold) = copy.until_loss {
-            if last.len() >= COPY_WINDOW && window_mean(&last) < threshold {
-                progress.finish();
-                eprintln!(
-                    "copy curriculum {}: the mean loss of the last {COPY_WINDOW} steps is below {threshold} after {} \
-                     of at most {} steps",
-                    sft.preset,
-                    step + 1,
-                    copy.steps
-                );
-                return Ok(trainer.into_model());
-            }
+        if copy.until_loss.is_some_and(|threshold| below(threshold, &last)) {
+            stopped_after = Some(step + 1);
+            break;
         }
     }
     progress.finish();
+    if let (Some(done), Some(threshold)) = (stopped_after, copy.until_loss) {
+        eprintln!(
+            "copy curriculum {}: the mean loss of the last {COPY_WINDOW} steps is below {threshold} after {done} of at \
+             most {} steps",
+            sft.preset, copy.steps
+        );
+        return Ok(trainer.into_model());
+    }
     // A model that copies predicts the second copy almost surely; one that has not grown induction heads stays
     // near the entropy of a draw from the span (a few nats), and the SFT after it will not copy names either.
     let mean = window_mean(&last);
-    let tail_len = last.len().min(COPY_WINDOW);
     if mean > COPY_LEARNT_BELOW {
         eprintln!(
             "warning: the copying curriculum ended at a loss of {mean:.2} nats (mean of its last {} steps, \
              {}/copy.jsonl): the model has not learnt to copy (a model that has is below {COPY_LEARNT_BELOW}); \
              give `copy_pretrain` more steps",
-            tail_len,
+            last.len().min(COPY_WINDOW),
             out.display()
         );
     }
