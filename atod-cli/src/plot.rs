@@ -44,13 +44,16 @@ pub fn line_chart(values: &[f64], width: usize, height: usize) -> String {
     out
 }
 
-/// One line of an SVG chart: its legend label and its (x, y) points in drawing order.
-#[derive(Debug, Clone, PartialEq)]
+/// One line of an SVG chart: its legend label, its (x, y) points in drawing order, and an optional band around it.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SvgSeries {
     /// The legend label.
     pub label: String,
     /// The points; non-finite ones are left out.
     pub points: Vec<(f64, f64)>,
+    /// A shaded band (x, low, high) in drawing order, such as a confidence interval over seeds; empty for none.
+    /// Points with a non-finite coordinate are left out, and a band of fewer than two points is not drawn.
+    pub band: Vec<(f64, f64, f64)>,
 }
 
 /// The frame of an SVG chart.
@@ -70,7 +73,7 @@ pub struct SvgChart {
 const PALETTE: [&str; 8] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
 
 /// Draws `series` as a standalone SVG document (640 × 400): one `<polyline>` per series with a circle at each
-/// point, axes with about five round-numbered ticks each, axis labels, a title and a legend. Written by hand so
+/// point, its band (if any) as a translucent `<polygon>` under the lines, axes with about five round-numbered ticks each, axis labels, a title and a legend. Written by hand so
 /// that reports need no plotting dependency; the output is deterministic, which keeps regenerated reports
 /// diffable.
 pub fn svg_line_chart(chart: &SvgChart, series: &[SvgSeries]) -> String {
@@ -81,7 +84,14 @@ pub fn svg_line_chart(chart: &SvgChart, series: &[SvgSeries]) -> String {
     const TOP: f64 = 40.0;
     const BOTTOM: f64 = 52.0;
     let finite = |&&(x, y): &&(f64, f64)| x.is_finite() && y.is_finite();
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().filter(finite).copied()).collect();
+    let finite_band = |&&(x, lo, hi): &&(f64, f64, f64)| x.is_finite() && lo.is_finite() && hi.is_finite();
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| {
+            let band = s.band.iter().filter(finite_band).flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]);
+            s.points.iter().filter(finite).copied().chain(band)
+        })
+        .collect();
     let (x_lo, x_hi) = padded_range(all.iter().map(|p| p.0));
     let (y_lo, y_hi) = chart.y_range.unwrap_or_else(|| padded_range(all.iter().map(|p| p.1)));
     let (plot_w, plot_h) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
@@ -130,6 +140,25 @@ pub fn svg_line_chart(chart: &SvgChart, series: &[SvgSeries]) -> String {
         TOP + plot_h / 2.0,
         xml_escape(&chart.y_label)
     ));
+    // The bands first, under every line: a translucent polygon along the highs and back along the lows.
+    for (i, s) in series.iter().enumerate() {
+        let band: Vec<(f64, f64, f64)> = s.band.iter().filter(finite_band).copied().collect();
+        if band.len() < 2 {
+            continue;
+        }
+        let clamp = |y: f64| y.clamp(y_lo, y_hi);
+        let outline: Vec<String> = band
+            .iter()
+            .map(|&(x, _, hi)| (x, hi))
+            .chain(band.iter().rev().map(|&(x, lo, _)| (x, lo)))
+            .map(|(x, y)| format!("{:.1},{:.1}", px(x), py(clamp(y))))
+            .collect();
+        out.push_str(&format!(
+            "<polygon fill=\"{}\" fill-opacity=\"0.15\" stroke=\"none\" points=\"{}\"/>\n",
+            PALETTE[i % PALETTE.len()],
+            outline.join(" ")
+        ));
+    }
     for (i, s) in series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         let points: Vec<(f64, f64)> = s.points.iter().filter(finite).map(|&(x, y)| (px(x), py(y))).collect();
@@ -201,8 +230,8 @@ mod tests {
     #[test]
     fn svg_chart_has_one_polyline_per_series_and_is_well_formed() {
         let series = vec![
-            SvgSeries { label: "atod".into(), points: vec![(0.0, 0.1), (2.0, 0.5), (4.0, 0.75)] },
-            SvgSeries { label: "a <b> & \"c\"".into(), points: vec![(0.0, 0.1), (4.0, f64::NAN)] },
+            SvgSeries { label: "atod".into(), points: vec![(0.0, 0.1), (2.0, 0.5), (4.0, 0.75)], band: vec![] },
+            SvgSeries { label: "a <b> & \"c\"".into(), points: vec![(0.0, 0.1), (4.0, f64::NAN)], band: vec![] },
         ];
         let chart = SvgChart {
             title: "alfworld".into(),
@@ -221,6 +250,32 @@ mod tests {
         assert!(svg.contains(">0.2</text>") && svg.contains(">1</text>") && svg.contains(">4</text>"), "{svg}");
         // The NaN point is left out: the second series has one circle.
         assert_eq!(svg.matches("<circle").count(), 4);
+    }
+
+    #[test]
+    fn a_band_is_drawn_under_its_line_and_clamped_to_the_range() {
+        let chart = SvgChart {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            y_range: Some((0.0, 1.0)),
+        };
+        let series = [
+            SvgSeries {
+                label: "opd".into(),
+                points: vec![(0.0, 0.5), (10.0, 0.9)],
+                band: vec![(0.0, 0.4, 0.6), (10.0, 0.7, 1.3)],
+            },
+            SvgSeries { label: "grpo".into(), points: vec![(0.0, 0.2), (10.0, 0.3)], band: vec![(0.0, 0.1, 0.3)] },
+        ];
+        let svg = svg_line_chart(&chart, &series);
+        // One polygon: the second band has a single point.
+        assert_eq!(svg.matches("<polygon").count(), 1, "{svg}");
+        assert!(svg.find("<polygon").unwrap() < svg.find("<polyline").unwrap(), "the band is under the lines");
+        // Plot area: x from 64 to 470, y from 40 (y = 1) to 348 (y = 0). The outline runs along the highs (0.6, then
+        // 1.3 clamped to 1) and back along the lows (0.7, then 0.4).
+        assert!(svg.contains("points=\"64.0,163.2 470.0,40.0 470.0,132.4 64.0,224.8\""), "{svg}");
+        assert!(svg.contains("fill=\"#0072B2\" fill-opacity=\"0.15\""), "{svg}");
     }
 
     #[test]

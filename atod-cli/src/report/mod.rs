@@ -422,7 +422,8 @@ pub fn render_markdown(grid: &Grid, plots: &[String]) -> String {
 type EvalValue = fn(&EvalPoint) -> Option<f64>;
 
 /// The learning-curve plots of the grid: for each (env, student), evaluation success rate against step, one
-/// line per method (and other axes), each point the mean over the seeds evaluated at that step, in
+/// line per method (and other axes), each point the mean over the seeds evaluated at that step and shaded by its
+/// 95% confidence interval (Student's t over the seeds, where a step has two or more), in
 /// `plot-<env>-<student>.svg`; and beside it, where the evaluations record it, the invalid-action rate the same
 /// way in `plot-<env>-<student>-invalid.svg` (where every success rate is 0 it is the curve that moves). The
 /// split is chosen per (env, student), since environments name their splits differently: `valid` when any of
@@ -462,7 +463,15 @@ pub fn render_plots(grid: &Grid) -> Vec<(String, String)> {
                 if !by_step.is_empty() {
                     let points =
                         by_step.iter().map(|(&s, xs)| (s as f64, stats::mean(xs).expect("non-empty"))).collect();
-                    series.push(SvgSeries { label: line.join(" "), points });
+                    // The 95% confidence interval of the mean over seeds, where a step has two seeds or more.
+                    let band = by_step
+                        .iter()
+                        .filter_map(|(&s, xs)| {
+                            let (m, h) = (stats::mean(xs)?, stats::ci95_half_width(xs)?);
+                            Some((s as f64, m - h, m + h))
+                        })
+                        .collect();
+                    series.push(SvgSeries { label: line.join(" "), points, band });
                 }
             }
             series
@@ -480,7 +489,11 @@ pub fn render_plots(grid: &Grid) -> Vec<(String, String)> {
                 continue;
             }
             let chart = SvgChart {
-                title: format!("{} · {} · {what} · {split} split (mean over seeds)", display(&env), display(&student)),
+                title: format!(
+                    "{} · {} · {what} · {split} split (mean over seeds, 95% band)",
+                    display(&env),
+                    display(&student)
+                ),
                 x_label: "training step".to_owned(),
                 y_label: y_label.to_owned(),
                 y_range: Some((0.0, 1.0)),
@@ -530,7 +543,9 @@ pub fn render_run_plot(name: &str, run: &Run) -> String {
         };
         match by_split.iter_mut().find(|s| s.label == split) {
             Some(series) => series.points.push((step as f64, success)),
-            None => by_split.push(SvgSeries { label: split.to_owned(), points: vec![(step as f64, success)] }),
+            None => {
+                by_split.push(SvgSeries { label: split.to_owned(), points: vec![(step as f64, success)], band: vec![] })
+            }
         }
     }
     let chart = SvgChart {
@@ -796,6 +811,22 @@ mod tests {
         assert!(webshop.contains("eval split") && webshop.matches("<polyline").count() == 2, "{webshop}");
         let alfworld = &plots.iter().find(|(n, _)| n == "plot-alfworld-student-s.svg").expect("alfworld is plotted").1;
         assert!(alfworld.contains("valid_seen split"), "{alfworld}");
+    }
+
+    /// Each curve is shaded by the 95% Student-t interval of its mean over the seeds. At step 4 the alfworld atod
+    /// seeds end at 0.5, 0.6 and 0.7: mean 0.6, sample sd 0.1, half-width t(0.975, 2) 0.1 / sqrt(3) = 4.302653 ×
+    /// 0.057735 = 0.248413, so the band runs from 0.351587 to 0.848413: y = 40 + (1 - v) × 308 on the chart, 239.7
+    /// and 86.7, at x = 470 (the last step, the right edge).
+    #[test]
+    fn the_curves_carry_a_95_percent_band_over_seeds() {
+        let dir = tempfile::tempdir().unwrap();
+        fabricate_grid(dir.path());
+        let plots = render_plots(&load_grid(dir.path()).unwrap());
+        let alfworld = &plots.iter().find(|(n, _)| n == "plot-alfworld-student-s.svg").unwrap().1;
+        assert_eq!(alfworld.matches("<polygon").count(), 2, "{alfworld}");
+        let atod = alfworld.lines().find(|l| l.starts_with("<polygon fill=\"#0072B2\"")).expect("atod's band");
+        assert!(atod.contains("470.0,86.7 470.0,239.7"), "{atod}");
+        assert!(alfworld.contains("mean over seeds, 95% band"));
     }
 
     #[test]
