@@ -105,10 +105,12 @@ pub type PresetFn = fn(usize) -> TransformerConfig;
 
 /// The one declaration of the named presets, smallest first: [`presets`], [`PRESETS`] and
 /// [`TransformerConfig::preset`] all follow from it.
-const PRESET_TABLE: [(&str, PresetFn); 6] = [
+const PRESET_TABLE: [(&str, PresetFn); 8] = [
     ("student-s", TransformerConfig::student_s),
     ("student-m", TransformerConfig::student_m),
     ("student-ml", TransformerConfig::student_ml),
+    ("student-l2", TransformerConfig::student_l2),
+    ("student-l3", TransformerConfig::student_l3),
     ("student-l", TransformerConfig::student_l),
     ("teacher", TransformerConfig::teacher),
     ("probe", TransformerConfig::probe),
@@ -168,6 +170,20 @@ impl TransformerConfig {
     /// nothing across WebShop's (configs/paper-mini/REGIME-LOG.md), where student-l copies.
     pub fn student_ml(vocab_size: usize) -> Self {
         Self::qwen2(vocab_size, 128, 4, 4, 2, 344)
+    }
+
+    /// About 0.8M parameters at a 512-token vocabulary: student-l's width and heads with student-m's depth (d 192, 2
+    /// layers, 6 heads, 2 KV). The other way between the two than student-ml: student-ml's depth did not make it copy a
+    /// WebShop ASIN (configs/paper-mini/REGIME-LOG.md), so this one tries student-l's width.
+    pub fn student_l2(vocab_size: usize) -> Self {
+        Self::qwen2(vocab_size, 192, 2, 6, 2, 448)
+    }
+
+    /// About 1.2M parameters at a 512-token vocabulary: student-l with 3 layers of its 4 (d 192, 6 heads, 2 KV).
+    /// Student-l2 copied a WebShop ASIN in 4% of its episodes where student-l's budget-limited runs reached 11-61%
+    /// (configs/paper-mini/REGIME-LOG.md).
+    pub fn student_l3(vocab_size: usize) -> Self {
+        Self::qwen2(vocab_size, 192, 3, 6, 2, 448)
     }
 
     /// About 1.5M parameters at a 512-token vocabulary: d 192, 4 layers, 6 heads (2 KV).
@@ -836,7 +852,7 @@ mod tests {
         let err = TransformerConfig::preset("huge", 300).unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown model preset `huge`; known presets: student-s, student-m, student-ml, student-l, teacher, probe"
+            "unknown model preset `huge`; known presets: student-s, student-m, student-ml, student-l2, student-l3, student-l, teacher, probe"
         );
     }
 

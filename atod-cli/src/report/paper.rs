@@ -24,7 +24,7 @@ pub const PAPER_AVERAGE: [(&str, [f64; 3]); 4] = [
 ];
 /// The paper's teachers, averaged the same way.
 pub const PAPER_TEACHER: f64 = 68.93;
-/// The paper's student sizes, matched to atod's presets `student-s`, `student-m` (or `student-ml`) and `student-l`,
+/// The paper's student sizes, matched to atod's presets `student-s`, `student-m` (or `student-ml`, `student-l2`, `student-l3`) and `student-l`,
 /// and to other students by their order on the axis.
 pub const PAPER_SIZES: [&str; 3] = ["0.6B", "1.7B", "4B"];
 
@@ -32,7 +32,7 @@ pub const PAPER_SIZES: [&str; 3] = ["0.6B", "1.7B", "4B"];
 fn paper_index(student: &str, i: usize) -> usize {
     match student {
         "student-s" => 0,
-        "student-m" | "student-ml" => 1,
+        "student-m" | "student-ml" | "student-l2" | "student-l3" => 1,
         "student-l" => 2,
         _ => i,
     }
@@ -582,6 +582,8 @@ mod tests {
     fn the_paper_sizes_follow_the_presets() {
         assert_eq!([paper_index("student-m", 0), paper_index("student-l", 0), paper_index("student-s", 2)], [1, 2, 0]);
         assert_eq!(paper_index("student-ml", 0), 1);
+        assert_eq!(paper_index("student-l2", 0), 1);
+        assert_eq!(paper_index("student-l3", 2), 1);
         assert_eq!(paper_index("my-model", 1), 1);
     }
 
