@@ -45,7 +45,7 @@ pub fn line_chart(values: &[f64], width: usize, height: usize) -> String {
 }
 
 /// One line of an SVG chart: its legend label, its (x, y) points in drawing order, and an optional band around it.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SvgSeries {
     /// The legend label.
     pub label: String,
@@ -73,9 +73,9 @@ pub struct SvgChart {
 const PALETTE: [&str; 8] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
 
 /// Draws `series` as a standalone SVG document (640 × 400): one `<polyline>` per series with a circle at each
-/// point, its band (if any) as a translucent `<polygon>` under the lines, axes with about five round-numbered ticks each, axis labels, a title and a legend. Written by hand so
-/// that reports need no plotting dependency; the output is deterministic, which keeps regenerated reports
-/// diffable.
+/// point, its band (if any) as a translucent `<polygon>` under the lines, axes with about five round-numbered ticks
+/// each, axis labels, a title and a legend. Written by hand so that reports need no plotting dependency; the output
+/// is deterministic, which keeps regenerated reports diffable.
 pub fn svg_line_chart(chart: &SvgChart, series: &[SvgSeries]) -> String {
     const W: f64 = 640.0;
     const H: f64 = 400.0;

@@ -180,7 +180,7 @@ impl TransformerConfig {
     }
 
     /// About 1.2M parameters at a 512-token vocabulary: student-l with 3 layers of its 4 (d 192, 6 heads, 2 KV).
-    /// Student-l2 copied a WebShop ASIN in 4% of its episodes where student-l's budget-limited runs reached 11-61%
+    /// On WebShop it won 3% of its episodes, student-l2 4%, where student-l's budget-limited runs reached 11-61%
     /// (configs/paper-mini/REGIME-LOG.md).
     pub fn student_l3(vocab_size: usize) -> Self {
         Self::qwen2(vocab_size, 192, 3, 6, 2, 448)

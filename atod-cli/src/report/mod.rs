@@ -461,16 +461,13 @@ pub fn render_plots(grid: &Grid) -> Vec<(String, String)> {
                     }
                 }
                 if !by_step.is_empty() {
-                    let points =
-                        by_step.iter().map(|(&s, xs)| (s as f64, stats::mean(xs).expect("non-empty"))).collect();
-                    // The 95% confidence interval of the mean over seeds, where a step has two seeds or more.
-                    let band = by_step
-                        .iter()
-                        .filter_map(|(&s, xs)| {
-                            let (m, h) = (stats::mean(xs)?, stats::ci95_half_width(xs)?);
-                            Some((s as f64, m - h, m + h))
-                        })
-                        .collect();
+                    // The mean over seeds at each step and, where a step has two seeds or more, its 95% interval.
+                    let (mut points, mut band) = (Vec::new(), Vec::new());
+                    for (&s, xs) in &by_step {
+                        let m = stats::mean(xs).expect("non-empty");
+                        points.push((s as f64, m));
+                        band.extend(stats::ci95_half_width(xs).map(|h| (s as f64, m - h, m + h)));
+                    }
                     series.push(SvgSeries { label: line.join(" "), points, band });
                 }
             }

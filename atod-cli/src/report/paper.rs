@@ -24,8 +24,8 @@ pub const PAPER_AVERAGE: [(&str, [f64; 3]); 4] = [
 ];
 /// The paper's teachers, averaged the same way.
 pub const PAPER_TEACHER: f64 = 68.93;
-/// The paper's student sizes, matched to atod's presets `student-s`, `student-m` (or `student-ml`, `student-l2`, `student-l3`) and `student-l`,
-/// and to other students by their order on the axis.
+/// The paper's student sizes, matched to atod's presets `student-s`, `student-m` (or `student-ml`, `student-l2`,
+/// `student-l3`) and `student-l`, and to other students by their order on the axis.
 pub const PAPER_SIZES: [&str; 3] = ["0.6B", "1.7B", "4B"];
 
 /// The index into `PAPER_SIZES` (and the paper's columns) of the grid's `i`-th student `student`.
