@@ -275,6 +275,24 @@ checkpoint_every = 1
         format!("4 cells: {} already finished, {} trained now", finished_before.len(), 4 - finished_before.len());
     assert!(out.stdout.contains(&expected), "{}", out.stdout);
     assert_eq!(fs::read_to_string(summary(first)).unwrap(), stamp, "a finished cell was run again");
+    // Both invocations are in the grid's log: the killed one from the heartbeat it left, then this one.
+    assert!(out.stderr.contains("an earlier invocation of this grid was interrupted after"), "{}", out.stderr);
+    let log: Vec<serde_json::Value> = fs::read_to_string(out_dir.join("grid-log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0]["interrupted"], true, "{log:?}");
+    assert!(log[0]["seconds"].as_f64().unwrap() >= 0.0, "{log:?}");
+    assert_eq!(log[1]["interrupted"], false, "{log:?}");
+    assert_eq!(log[1]["trained"].as_u64().unwrap() as usize, 4 - finished_before.len(), "{log:?}");
+    let heartbeats: Vec<_> = fs::read_dir(&out_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("grid-running-"))
+        .collect();
+    assert!(heartbeats.is_empty(), "a heartbeat outlived its grid: {heartbeats:?}");
     for cell in cells {
         let run: serde_json::Value = serde_json::from_str(&fs::read_to_string(summary(cell)).unwrap()).unwrap();
         assert_eq!(run["status"], "finished", "{cell}");

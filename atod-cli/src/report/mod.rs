@@ -723,7 +723,7 @@ fn markdown_table(lines: &[Vec<String>]) -> String {
     out
 }
 
-fn format_duration(seconds: f64) -> String {
+pub(crate) fn format_duration(seconds: f64) -> String {
     let total = seconds.round() as u64;
     format!("{} h {:02} min ({total} s)", total / 3600, (total % 3600) / 60)
 }

@@ -271,10 +271,15 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
     if !sessions.is_empty() {
         let total: f64 = sessions.iter().map(|s| s.0).sum();
         let trained: u64 = sessions.iter().map(|s| s.1).sum();
+        let interrupted = inputs.sessions.iter().filter(|s| s["interrupted"].as_bool() == Some(true)).count();
+        let interrupted = match interrupted {
+            0 => String::new(),
+            n => format!(" ({n} of them interrupted, each counted up to its last heartbeat)"),
+        };
         let _ = write!(
             md,
-            " The grid ran in {} invocation(s) of `atod grid` that took {} of wall-clock time and trained {trained} \
-             cells (with {} cells at once; `grid-log.jsonl`).",
+            " The grid ran in {} invocation(s) of `atod grid`{interrupted} that took {} of wall-clock time and \
+             trained {trained} cells (with {} cells at once; `grid-log.jsonl`).",
             sessions.len(),
             super::format_duration(total),
             sessions.iter().map(|s| s.2.to_string()).collect::<Vec<_>>().join("/")
@@ -576,6 +581,30 @@ mod tests {
         // Beyond success: invalid rate 0.5 - success / 2 per cell, so atod on a (0.5, 0.6, 0.7) gives 20.00 ± 12.42.
         let invalid_a = &md[md.find("### a · `invalid_action_rate` after training").unwrap()..];
         assert!(invalid_a.contains("| atod | 20.00 ± 12.42 |"), "{invalid_a}");
+    }
+
+    /// An invocation killed before it ended is logged from its heartbeat and counted in the wall time, and the
+    /// report says how many were.
+    #[test]
+    fn interrupted_invocations_count_in_the_wall_time() {
+        let inputs = PaperInputs {
+            link_prefix: "results/g/".to_owned(),
+            plots: Vec::new(),
+            notes: None,
+            sessions: vec![
+                serde_json::json!({"seconds": 1800.0, "trained": 5, "parallel": 2, "interrupted": true}),
+                serde_json::json!({"seconds": 1200.0, "trained": 16, "parallel": 2, "interrupted": false}),
+            ],
+            commands: Vec::new(),
+        };
+        let md = render(&grid(), &inputs);
+        assert!(
+            md.contains(
+                "2 invocation(s) of `atod grid` (1 of them interrupted, each counted up to its last heartbeat) that \
+                 took 0 h 50 min (3000 s) of wall-clock time and trained 21 cells (with 2/2 cells at once"
+            ),
+            "{md}"
+        );
     }
 
     #[test]
