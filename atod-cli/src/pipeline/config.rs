@@ -30,6 +30,8 @@
 //! steps = 60
 //! # or: the teacher's model after 250 of its steps (preset = the teacher's, no training keys)
 //! # from_teacher_step = 250
+//! # or: this stage's own model after 40 of its 60 steps
+//! # from_step = 40
 //!
 //! [train]                  # the online loop
 //! steps = 20
@@ -192,6 +194,13 @@ pub struct SftConfig {
     /// applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_teacher_step: Option<u64>,
+    /// A train config's `[student]` only: the student is its own SFT stage's model after this many of the
+    /// stage's `steps` (a snapshot the stage keeps), rather than its final model: a student weaker by its
+    /// training budget, taken from a run whose learning-rate schedule is the full stage's. The stage itself is
+    /// the same for every `from_step` (its key holds the snapshot, as if `snapshots` listed it), so list the
+    /// step in `snapshots` too when cells with and without it must share one stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_step: Option<u64>,
     /// Each batch is split into this many shards, computed side by side on as many threads and their gradients
     /// summed (data parallelism on one machine; 2 shards ran 1.5x faster than 1 on the 2-core VM). The result
     /// depends on the count through float rounding only, but it does, so the count is part of the stage.
@@ -600,6 +609,23 @@ impl TrainConfig {
                  snapshots to start from"
             );
         }
+        if self.teacher.from_step.is_some() {
+            bail!("key `teacher.from_step`: only a student can start from a snapshot of its own stage");
+        }
+        if let Some(step) = self.student.from_step {
+            if self.student.checkpoint.is_some() || self.student.from_teacher_step.is_some() {
+                bail!(
+                    "key `student.from_step`: the student is a checkpoint or the teacher's snapshot, not an SFT \
+                     stage of its own, so it has no snapshots to start from"
+                );
+            }
+            if step == 0 || step >= self.student.steps {
+                bail!(
+                    "key `student.from_step`: {step} is not a step inside the student's SFT (1..{})",
+                    self.student.steps
+                );
+            }
+        }
         if let Some(step) = self.student.from_teacher_step {
             if step == 0 || step >= self.teacher.steps {
                 bail!(
@@ -699,6 +725,18 @@ impl TrainConfig {
         teacher
     }
 
+    /// The student's SFT config when it trains a stage of its own, with the snapshot a `student.from_step` asks
+    /// it to keep (and without `from_step`, which picks a model of the stage rather than changing it).
+    pub fn student_sft(&self) -> SftConfig {
+        let mut student = self.student.clone();
+        if let Some(step) = student.from_step.take() {
+            student.snapshots.push(step);
+            student.snapshots.sort_unstable();
+            student.snapshots.dedup();
+        }
+        student
+    }
+
     /// The SFT run config of the teacher or the student stage.
     pub fn sft_stage(&self, model: &SftConfig) -> SftRunConfig {
         SftRunConfig {
@@ -778,11 +816,12 @@ impl SftRunConfig {
         config.model.check().with_context(|| format!("config {}: key `model`", path.display()))?;
         check_lr("model.lr", &config.model.lr, config.model.steps)
             .with_context(|| format!("config {}", path.display()))?;
-        if config.model.from_teacher_step.is_some() {
-            bail!(
-                "config {}: key `model.from_teacher_step` applies only to a train config's [student]",
-                path.display()
-            );
+        for (key, given) in
+            [("from_teacher_step", config.model.from_teacher_step), ("from_step", config.model.from_step)]
+        {
+            if given.is_some() {
+                bail!("config {}: key `model.{key}` applies only to a train config's [student]", path.display());
+            }
         }
         Ok(config)
     }
@@ -957,5 +996,41 @@ mod tests {
         }
         let err = format!("{:#}", with("[student]\npreset = \"student-s\"\nsnapshots = [0]").unwrap_err());
         assert!(err.contains("`snapshots` holds step 0"), "{err}");
+    }
+
+    /// `student.from_step` picks the student stage's own snapshot: the stage keeps it (its key as if
+    /// `snapshots` listed the step, so listing it too changes nothing), and a step outside the stage, or on a
+    /// student that has no stage of its own, or on the teacher, is refused with the key named.
+    #[test]
+    fn a_student_from_its_own_snapshot() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("configs");
+        let text = std::fs::read_to_string(root.join("smoke.toml")).unwrap();
+        let student_at = text.find("[student]").unwrap();
+        let train_at = text.find("[train]").unwrap();
+        let with = |student: &str| -> anyhow::Result<TrainConfig> {
+            let config: TrainConfig =
+                toml::from_str(&format!("{}{student}\n{}", &text[..student_at], &text[train_at..]))?;
+            config.check()?;
+            Ok(config)
+        };
+        let config = with("[student]\npreset = \"student-s\"\nsteps = 50\nfrom_step = 30").unwrap();
+        let stage = config.student_sft();
+        assert_eq!((stage.snapshots.as_slice(), stage.from_step), ([30].as_slice(), None));
+        let listed = with("[student]\npreset = \"student-s\"\nsteps = 50\nsnapshots = [30]\nfrom_step = 30").unwrap();
+        assert_eq!(toml::to_string(&listed.student_sft()).unwrap(), toml::to_string(&stage).unwrap());
+        for (student, needle) in [
+            ("preset = \"student-s\"\nsteps = 50\nfrom_step = 50", "not a step inside the student's SFT (1..50)"),
+            ("preset = \"student-s\"\nsteps = 50\nfrom_step = 0", "`student.from_step`"),
+            ("preset = \"student-s\"\nfrom_teacher_step = 120\nfrom_step = 10", "`student.from_step`"),
+        ] {
+            let err = format!("{:#}", with(&format!("[student]\n{student}")).unwrap_err());
+            assert!(err.contains(needle), "{student}: {err}");
+        }
+        let teacher_at = text.find("[teacher]").unwrap();
+        let teacher_end = teacher_at + text[teacher_at..].find("\n[").unwrap();
+        let patched = format!("{}from_step = 10\n{}", &text[..teacher_end + 1], &text[teacher_end + 1..]);
+        let config: TrainConfig = toml::from_str(&patched).unwrap();
+        let err = format!("{:#}", config.check().unwrap_err());
+        assert!(err.contains("`teacher.from_step`"), "{err}");
     }
 }

@@ -304,6 +304,19 @@ where
     B::InnerBackend: HotPathBackend,
 {
     // Each model is an SFT stage's `model/`, or a checkpoint directory with a stage of its own for evaluations.
+    // A student with a stage of its own is built before the teacher: the two are independent, and a grid's
+    // parallel cells then build one environment's student and teacher side by side instead of one cell waiting
+    // on the other's teacher (the order changes no stage).
+    let own_student = match (&config.student.checkpoint, config.student.from_teacher_step) {
+        (None, None) => {
+            let stage = stages::sft_on(registry, &config.sft_stage(&config.student_sft()), progress, cluster)?.dir;
+            Some(match config.student.from_step {
+                Some(step) => super::sft::snapshot_dir(&stage, step),
+                None => stage,
+            })
+        }
+        _ => None,
+    };
     let (teacher_stage, teacher_dir) = match &config.teacher.checkpoint {
         Some(dir) => (stages::checkpoint(&config.stages_dir, dir)?.dir, dir.clone()),
         None => {
@@ -320,7 +333,7 @@ where
             (stage, model)
         }
         (None, None) => {
-            let stage = stages::sft_on(registry, &config.sft_stage(&config.student), progress, cluster)?.dir;
+            let stage = own_student.expect("built above");
             let model = stage.join("model");
             (stage, model)
         }
