@@ -416,6 +416,13 @@ pub struct LoopConfig {
     /// Evaluation episodes (on the eval split).
     #[serde(default = "default_eval_episodes")]
     pub eval_episodes: u64,
+    /// The teacher's evaluation episodes, when more than `eval_episodes` (at least that many): the teacher is
+    /// evaluated once per run (once per teacher stage, cached), so its success can be known better than the
+    /// student's at every evaluation cheaply. Episode `i` plays the split's task `i` (evaluation.rs), so the
+    /// student's episodes are the first `eval_episodes` of the teacher's. Set it to the teacher stage's own
+    /// `eval_episodes` and the stage's evaluation is reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_eval_episodes: Option<u64>,
     /// Checkpoint every this many steps (and at the end).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
@@ -675,6 +682,13 @@ impl TrainConfig {
             );
         }
         check_lr("train.lr", &self.train.lr, steps)?;
+        if let Some(n) = self.train.teacher_eval_episodes.filter(|&n| n < self.train.eval_episodes) {
+            bail!(
+                "`train.teacher_eval_episodes` ({n}) must be at least `train.eval_episodes` ({}): the students' \
+                 episodes are the first of the teacher's",
+                self.train.eval_episodes
+            );
+        }
         if self.teacher.checkpoint.is_none() {
             check_lr("teacher.lr", &self.teacher.lr, self.teacher.steps)?;
         }
@@ -996,6 +1010,25 @@ mod tests {
         }
         let err = format!("{:#}", with("[student]\npreset = \"student-s\"\nsnapshots = [0]").unwrap_err());
         assert!(err.contains("`snapshots` holds step 0"), "{err}");
+    }
+
+    /// `train.teacher_eval_episodes` may widen the teacher's evaluation, never narrow it below the students'.
+    #[test]
+    fn the_teacher_is_evaluated_on_at_least_the_students_episodes() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("configs");
+        let text = std::fs::read_to_string(root.join("smoke.toml")).unwrap();
+        let with = |line: &str| -> anyhow::Result<TrainConfig> {
+            let config: TrainConfig = toml::from_str(&text.replace("[train]\n", &format!("[train]\n{line}\n")))?;
+            config.check()?;
+            Ok(config)
+        };
+        let episodes = with("").unwrap().train.eval_episodes;
+        assert_eq!(
+            with(&format!("teacher_eval_episodes = {}", episodes * 2)).unwrap().train.teacher_eval_episodes,
+            Some(episodes * 2)
+        );
+        let err = format!("{:#}", with(&format!("teacher_eval_episodes = {}", episodes - 1)).unwrap_err());
+        assert!(err.contains("`train.teacher_eval_episodes`"), "{err}");
     }
 
     /// `student.from_step` picks the student stage's own snapshot: the stage keeps it (its key as if

@@ -476,7 +476,14 @@ where
                 let _ = fs::remove_file(out.join(file));
             }
             let teacher = &mut trainer.teacher;
-            let teacher_eval = super::cached_stage_eval(&teacher_stage, teacher, plugin, config, eval_seed, progress)?;
+            let teacher_eval = match config.train.teacher_eval_episodes {
+                Some(episodes) => {
+                    let mut wider = config.clone();
+                    wider.train.eval_episodes = episodes;
+                    super::cached_stage_eval(&teacher_stage, teacher, plugin, &wider, eval_seed, progress)?
+                }
+                None => super::cached_stage_eval(&teacher_stage, teacher, plugin, config, eval_seed, progress)?,
+            };
             let mut before = trainer.policy(eval_sampling.clone(), 0)?;
             let initial = super::cached_stage_eval(&student_stage, &mut before, plugin, config, eval_seed, progress)?;
             append_jsonl(
