@@ -495,6 +495,16 @@ impl Loss {
         self.config.needs()
     }
 
+    /// Whether the teacher's log-probs can change this loss at some step of a `total`-step run. They do not when
+    /// `kappa` is 0 at every step, the weighting is uniform (T-DUR's and the per-token weights read the teacher)
+    /// and no component reads full-vocabulary distributions: then the OPD half of Eq 8 is `0 * 1 * A_opd` for
+    /// any finite `A_opd`, and a trainer may skip the teacher's forward pass (GRPO's preset).
+    pub fn reads_teacher(&self, total: u64) -> bool {
+        let kappa = self.config.kappa.first_step_where(total.max(1), |k| k != 0.0).is_some();
+        let vocab = self.needs().iter().any(|&(_, input)| input == Input::Vocab);
+        kappa || self.config.weighting != Weighting::Uniform || vocab
+    }
+
     /// Checks, before any batch is built, that a caller feeding the optional inputs `fed` (the fields of
     /// [`TrainBatch`] it fills) gives every component what it needs.
     ///

@@ -40,7 +40,7 @@ pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
     fs::write(&manifest_path, serde_json::to_string_pretty(&manifest)? + "\n")
         .with_context(|| format!("writing {}", manifest_path.display()))?;
 
-    let exe = std::env::current_exe().context("finding the atod executable for the cells")?;
+    let exe = cell_executable()?;
     let mut jobs = Vec::new();
     let mut skipped = 0;
     for cell in config.training_order(&cells) {
@@ -128,6 +128,17 @@ pub fn run(plugins: &[PathBuf], args: &Args) -> anyhow::Result<()> {
         bail!("{} of {} cells failed: {}", failed.len(), cells.len(), failed.join(", "));
     }
     Ok(())
+}
+
+/// The executable the cells run: this process's own binary, through `/proc/self/exe` where there is one
+/// (Linux), so that every cell of an invocation runs the same code even when the file is replaced meanwhile (a
+/// rebuild while a long grid runs: the path would then name the new build, or nothing); elsewhere its path.
+fn cell_executable() -> anyhow::Result<PathBuf> {
+    let this = Path::new("/proc/self/exe");
+    if this.exists() {
+        return Ok(this.to_path_buf());
+    }
+    std::env::current_exe().context("finding the atod executable for the cells")
 }
 
 /// One line of `<out>/grid-log.jsonl`: when the invocation ended, how long it ran, how many cells it trained and

@@ -287,7 +287,13 @@ where
             policy.sampling = sampling.clone();
             Ok(policy.score_sharded(&pairs, shards)?.into_iter().map(|s| s.logprobs).collect())
         };
-        let teacher = score(&mut self.teacher)?;
+        // A loss that cannot read the teacher (GRPO) gets the behaviour log-probs in its place, so that its OPD
+        // advantage is 0 rather than a number it multiplies by 0: the same loss without the teacher's forward pass,
+        // about 40% of an ALFWorld step.
+        let teacher = match self.loss.reads_teacher(self.settings.steps) {
+            true => score(&mut self.teacher)?,
+            false => rollout.samples.iter().map(|s| s.behaviour_logprobs.clone()).collect(),
+        };
         let reference = self.reference.as_mut().map(&mut score).transpose()?;
         Ok(Scores { teacher, reference, seconds: started.elapsed().as_secs_f64() })
     }
