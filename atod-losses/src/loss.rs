@@ -613,6 +613,48 @@ mod tests {
         assert_eq!((Input::LpRef.to_string(), Input::Vocab.name()), ("lp_ref".to_owned(), "vocab"));
     }
 
+    /// GRPO's preset cannot read the teacher, so a trainer may skip its scoring: every preset with an OPD half,
+    /// a non-uniform weighting or a full-vocabulary component can. And for GRPO the skip changes nothing: its
+    /// advantages with the teacher's log-probs replaced by the behaviour ones (what the trainer feeds it) equal
+    /// those with any teacher, to the bit.
+    #[test]
+    fn only_losses_whose_teacher_term_can_be_nonzero_read_the_teacher() {
+        let reads = |name: &str| Loss::preset(name).unwrap().reads_teacher(60);
+        assert!(!reads("grpo"));
+        for name in ["atod", "opd", "atod-uniform", "atod-const", "atod-token"] {
+            assert!(reads(name), "{name}");
+        }
+        assert!(with_components(&[("gkd", "step_at(30, 0, 1)")]).reads_teacher(60));
+        assert!(!with_components(&[("gkd", "step_at(90, 0, 1)")]).reads_teacher(60), "gkd starts after the run");
+        let mut late = LossConfig::grpo();
+        late.kappa = Schedule::parse("step_at(59, 0, 0.5)").unwrap();
+        assert!(Loss::new(late).unwrap().reads_teacher(60));
+
+        let behaviour = vec![vec![-0.1, -2.0, -0.5], vec![-1.0, -0.2], vec![-0.3, -0.3, -0.9], vec![-0.05]];
+        let teacher = vec![vec![-3.0, -0.1, -0.7], vec![-0.4, -5.0], vec![-0.2, -1.1, -0.6], vec![-2.5]];
+        let batch = |lp_teacher: &[Vec<f32>]| {
+            StepBatch::from_ragged(
+                &behaviour,
+                lp_teacher,
+                None,
+                vec![0, 1, 0, 1],
+                vec![0, 0, 1, 1],
+                vec![0, 0, 0, 0],
+                vec![1.0, 0.0],
+            )
+            .unwrap()
+        };
+        let grpo = Loss::preset("grpo").unwrap();
+        for step in [0, 30, 59] {
+            let info = StepInfo::new(step, 60);
+            let with_teacher = grpo.advantages(&batch(&teacher), info).unwrap().per_token;
+            let without = grpo.advantages(&batch(&behaviour), info).unwrap().per_token;
+            let bits = |v: &[f32]| v.iter().map(|x| (x + 0.0).to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&with_teacher), bits(&without), "step {step}");
+            assert!(with_teacher.iter().any(|&a| a != 0.0), "the GRPO half is not trivially 0");
+        }
+    }
+
     #[test]
     fn only_components_not_constantly_zero_need_their_inputs() {
         assert_eq!(Loss::preset("atod").unwrap().needs(), []);
