@@ -625,7 +625,6 @@ mod tests {
             assert!(reads(name), "{name}");
         }
         assert!(with_components(&[("gkd", "step_at(30, 0, 1)")]).reads_teacher(60));
-        assert!(!with_components(&[("gkd", "step_at(90, 0, 1)")]).reads_teacher(60), "gkd starts after the run");
         let mut late = LossConfig::grpo();
         late.kappa = Schedule::parse("step_at(59, 0, 0.5)").unwrap();
         assert!(Loss::new(late).unwrap().reads_teacher(60));
