@@ -897,6 +897,30 @@ mod tests {
         }
     }
 
+    /// The paper-mini grids' cells make valid train configs, and every cell of one environment trains against
+    /// the same teacher stage: a student-l cell's `from_teacher_step` must be in the teacher's `snapshots`, or
+    /// its teacher would hash to a stage of its own, built again (the same bits, the grid's time twice).
+    #[test]
+    fn the_paper_mini_cells_share_one_teacher_per_environment() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("configs/paper-mini");
+        for (name, expected) in [("grid.toml", 81), ("recipe.toml", 18)] {
+            let grid = crate::grid::GridConfig::load(&root.join(name)).unwrap();
+            let cells = grid.cells().unwrap();
+            assert_eq!(cells.len(), expected, "{name}");
+            let mut teachers: std::collections::BTreeMap<String, String> = Default::default();
+            for cell in &cells {
+                let table = grid.cell_config(cell).unwrap();
+                let config: TrainConfig = toml::from_str(&toml::to_string(&table).unwrap()).unwrap();
+                config.check().unwrap_or_else(|e| panic!("{name}, cell {}: {e:#}", cell.id));
+                let teacher = toml::to_string(&config.sft_stage(&config.teacher_sft())).unwrap();
+                let teacher = teacher.lines().filter(|l| !l.starts_with("name =")).collect::<Vec<_>>().join("\n");
+                let first = teachers.entry(config.env.name.clone()).or_insert_with(|| teacher.clone());
+                assert_eq!(*first, teacher, "{name}, cell {}: another teacher stage", cell.id);
+            }
+            assert_eq!(teachers.len(), if name == "grid.toml" { 3 } else { 2 }, "{name}");
+        }
+    }
+
     /// `prompt_loss_weight` takes a number or a schedule over the SFT steps, must stay in [0, 1] at every step,
     /// and serialises back as given (a number as a number, so the stage hashes of numeric configs do not move).
     #[test]
