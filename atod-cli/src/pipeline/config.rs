@@ -1003,21 +1003,23 @@ mod tests {
         assert!(unknown.unwrap_err().to_string().contains("spam"));
     }
 
+    /// `configs/smoke.toml` with its `[student]` section replaced by `student`, loaded and checked.
+    fn smoke_with_student(student: &str) -> anyhow::Result<TrainConfig> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("configs");
+        let text = std::fs::read_to_string(root.join("smoke.toml")).unwrap();
+        let student_at = text.find("[student]").unwrap();
+        let train_at = text.find("[train]").unwrap();
+        let config: TrainConfig = toml::from_str(&format!("{}{student}\n{}", &text[..student_at], &text[train_at..]))?;
+        config.check()?;
+        Ok(config)
+    }
+
     /// A student may start as a snapshot of the teacher's SFT: the teacher's stage is then asked to keep it, and
     /// a student section that sets keys with no effect, or another preset, or a step outside the teacher's run
     /// is refused with the key named.
     #[test]
     fn a_student_from_a_teacher_snapshot() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("configs");
-        let text = std::fs::read_to_string(root.join("smoke.toml")).unwrap();
-        let student_at = text.find("[student]").unwrap();
-        let train_at = text.find("[train]").unwrap();
-        let with = |student: &str| -> anyhow::Result<TrainConfig> {
-            let config: TrainConfig =
-                toml::from_str(&format!("{}{student}\n{}", &text[..student_at], &text[train_at..]))?;
-            config.check()?;
-            Ok(config)
-        };
+        let with = smoke_with_student;
         let config = with("[student]\npreset = \"student-s\"\nfrom_teacher_step = 120\neval_episodes = 8").unwrap();
         assert_eq!(config.teacher_sft().snapshots, [120]);
         assert!(config.teacher.snapshots.is_empty());
@@ -1060,16 +1062,7 @@ mod tests {
     /// student that has no stage of its own, or on the teacher, is refused with the key named.
     #[test]
     fn a_student_from_its_own_snapshot() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("configs");
-        let text = std::fs::read_to_string(root.join("smoke.toml")).unwrap();
-        let student_at = text.find("[student]").unwrap();
-        let train_at = text.find("[train]").unwrap();
-        let with = |student: &str| -> anyhow::Result<TrainConfig> {
-            let config: TrainConfig =
-                toml::from_str(&format!("{}{student}\n{}", &text[..student_at], &text[train_at..]))?;
-            config.check()?;
-            Ok(config)
-        };
+        let with = smoke_with_student;
         let config = with("[student]\npreset = \"student-s\"\nsteps = 50\nfrom_step = 30").unwrap();
         let stage = config.student_sft();
         assert_eq!((stage.snapshots.as_slice(), stage.from_step), ([30].as_slice(), None));
@@ -1083,6 +1076,8 @@ mod tests {
             let err = format!("{:#}", with(&format!("[student]\n{student}")).unwrap_err());
             assert!(err.contains(needle), "{student}: {err}");
         }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("configs");
+        let text = std::fs::read_to_string(root.join("smoke.toml")).unwrap();
         let teacher_at = text.find("[teacher]").unwrap();
         let teacher_end = teacher_at + text[teacher_at..].find("\n[").unwrap();
         let patched = format!("{}from_step = 10\n{}", &text[..teacher_end + 1], &text[teacher_end + 1..]);
