@@ -338,10 +338,12 @@ mod tests {
         let student = shape.init::<CpuAutodiff>(&Default::default()).unwrap();
         // A teacher of its own: with the student as its own teacher, A_opd and T-DUR's disagreements are pure
         // rounding noise, which the min-max normalisation blows up.
-        let teacher = shape.init::<CpuAutodiff>(&Default::default()).unwrap().valid();
+        let teacher = shape.init::<CpuAutodiff>(&Default::default()).unwrap();
         // burn initialises parameters lazily, and a clone of an uninitialised one draws its own values: read the
-        // student once so that every node's clone starts from the same weights.
+        // student and the teacher once so that every node's clones start from the same weights.
         let _ = weights_of(&student);
+        let _ = weights_of(&teacher);
+        let teacher = teacher.valid();
 
         for weighting in ["tdur", "token"] {
             let runs: Vec<Vec<NodeRun>> = [1usize, 2, 3]
