@@ -91,6 +91,18 @@ fn report_regenerates_tables_and_plots_of_a_grid_and_shows_a_run() {
     );
     assert!(paper.contains("](grid/plot-counter-student-s.svg)"), "{paper}");
     assert!(paper.contains("train --config") && paper.trim_end().ends_with("written by hand"), "{paper}");
+    assert!(paper.contains("One cell, `counter-student-s-atod-s0`"), "the first finished atod cell: {paper}");
+
+    // --cell names the regenerate-one-cell command's cell; one that is not a finished cell is refused.
+    let out = atod(&[&args[..], &[notes.to_str().unwrap(), "--cell", "counter-student-s-atod-s1"]].concat(), &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let paper = fs::read_to_string(&results).unwrap();
+    assert!(paper.contains("One cell, `counter-student-s-atod-s1`"), "{paper}");
+    assert!(paper.contains("--cell counter-student-s-atod-s1\n```"), "the report's own command keeps it: {paper}");
+    assert!(paper.contains("--out runs/regen-counter-student-s-atod-s1"), "{paper}");
+    let out = atod(&[&args[..], &[notes.to_str().unwrap(), "--cell", "no-such-cell"]].concat(), &[]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("--cell no-such-cell: not a cell of the grid"), "{}", out.stderr);
 
     let run = grid.join("cells/counter-student-s-atod-s1");
     let out = atod(&["report", run.to_str().unwrap(), "--markdown", results.to_str().unwrap()], &[]);

@@ -25,6 +25,11 @@ pub struct Args {
     /// With --markdown: a markdown file included at the end (the analysis written by hand).
     #[arg(long, value_name = "FILE", requires = "markdown")]
     pub notes: Option<PathBuf>,
+    /// With --markdown: the finished cell whose retraining the report gives as its regenerate-one-cell command
+    /// (default: the first finished `atod` cell). Name a cheap one: on a fresh clone the command builds the SFT
+    /// stages the cell needs first.
+    #[arg(long, value_name = "ID", requires = "markdown")]
+    pub cell: Option<String>,
 }
 
 /// Runs `atod report`.
@@ -147,14 +152,21 @@ fn write_paper_report(
     if let Some(notes) = &args.notes {
         report_command.push_str(&format!(" --notes {}", notes.display()));
     }
+    if let Some(cell) = &args.cell {
+        report_command.push_str(&format!(" --cell {cell}"));
+    }
     commands.push(("This report, from the cells on disk".to_owned(), report_command));
     let method = grid.columns.iter().position(|c| c == "method");
-    let cell = grid
-        .rows
-        .iter()
-        .filter(|r| r.status == report::Status::Finished)
-        .find(|r| method.is_some_and(|m| r.axes[m] == "atod"))
-        .or_else(|| grid.rows.iter().find(|r| r.status == report::Status::Finished));
+    let finished = || grid.rows.iter().filter(|r| r.status == report::Status::Finished);
+    let cell = match &args.cell {
+        Some(id) => Some(finished().find(|r| &r.cell == id).with_context(|| {
+            let state = grid.rows.iter().find(|r| &r.cell == id).map_or("not a cell of the grid", |_| "not finished");
+            format!("--cell {id}: {state} (the regenerate-one-cell command needs a finished cell of {dir})")
+        })?),
+        None => finished()
+            .find(|r| method.is_some_and(|m| r.axes[m] == "atod"))
+            .or_else(|| grid.rows.iter().find(|r| r.status == report::Status::Finished)),
+    };
     if let Some(row) = cell {
         let final_rate = row.final_success_rate.map_or_else(|| "?".to_owned(), |x| format!("{:.2}%", 100.0 * x));
         commands.push((

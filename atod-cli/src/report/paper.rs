@@ -69,6 +69,39 @@ fn label(method: &str) -> String {
     }
 }
 
+/// A column of the tables: in each environment, the student it stands for. A column is one student when every
+/// student ran in every environment. When an environment has a student of its own (paper-mini's WebShop trains
+/// `student-l2` where the others train `student-m`), the tables averaged over environments group the students by
+/// the paper's size they are matched to, so that the smaller students of all environments make one column.
+#[derive(Debug, Clone)]
+struct Column {
+    /// The heading: the student, or the students of the group joined by " / ".
+    label: String,
+    /// The index into `PAPER_SIZES` (and the paper's columns).
+    paper: usize,
+    /// Environment -> the student this column reads there.
+    by_env: BTreeMap<String, String>,
+}
+
+impl Column {
+    /// The column of one student in `envs`.
+    fn single(student: &str, paper: usize, envs: &[String]) -> Self {
+        Column {
+            label: student.to_owned(),
+            paper,
+            by_env: envs.iter().map(|e| (e.clone(), student.to_owned())).collect(),
+        }
+    }
+
+    /// How the findings name the column: its label and the paper's size it is matched to.
+    fn with_size(&self) -> String {
+        match PAPER_SIZES.get(self.paper) {
+            Some(size) => format!("{} ({size} in the paper)", self.label),
+            None => self.label.clone(),
+        }
+    }
+}
+
 struct Index<'a> {
     env: usize,
     student: usize,
@@ -89,10 +122,10 @@ impl<'a> Index<'a> {
         }
     }
 
-    /// Per seed (in seed order), the final success of (method, student) averaged over `envs`; a seed counts only
-    /// when every one of `envs` has it finished.
-    fn per_seed(&self, envs: &[String], method: &str, student: &str) -> BTreeMap<String, f64> {
-        self.per_seed_of(envs, method, student, |r| r.final_success_rate)
+    /// Per seed (in seed order), the final success of (method, the column's student in each environment) averaged
+    /// over `envs`; a seed counts only when every one of `envs` has it finished.
+    fn per_seed(&self, envs: &[String], method: &str, column: &Column) -> BTreeMap<String, f64> {
+        self.per_seed_of(envs, method, column, |r| r.final_success_rate)
     }
 
     /// `per_seed` of any measure of a row.
@@ -100,14 +133,14 @@ impl<'a> Index<'a> {
         &self,
         envs: &[String],
         method: &str,
-        student: &str,
+        column: &Column,
         measure: impl Fn(&Row) -> Option<f64>,
     ) -> BTreeMap<String, f64> {
         let mut by_seed: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for row in &self.finished {
             if row.axes[self.method] == method
-                && row.axes[self.student] == student
                 && envs.contains(&row.axes[self.env])
+                && column.by_env.get(&row.axes[self.env]) == Some(&row.axes[self.student])
             {
                 if let Some(x) = measure(row) {
                     by_seed.entry(row.axes[self.seed].clone()).or_default().push(x);
@@ -156,12 +189,12 @@ impl<'a> Index<'a> {
 }
 
 /// The (methods × students) table over `envs`, with the teacher's row.
-fn method_table(ix: &Index, envs: &[String], methods: &[String], students: &[String]) -> String {
-    let mut lines = vec![[vec!["method".to_owned()], students.iter().map(|s| display(s)).collect()].concat()];
+fn method_table(ix: &Index, envs: &[String], methods: &[String], columns: &[Column]) -> String {
+    let mut lines = vec![[vec!["method".to_owned()], columns.iter().map(|c| display(&c.label)).collect()].concat()];
     for method in methods {
         let mut line = vec![label(method)];
-        for student in students {
-            let xs: Vec<f64> = ix.per_seed(envs, method, student).into_values().collect();
+        for column in columns {
+            let xs: Vec<f64> = ix.per_seed(envs, method, column).into_values().collect();
             line.push(if xs.is_empty() { "–".to_owned() } else { format!("{} (n={})", mean_ci(&xs), xs.len()) });
         }
         lines.push(line);
@@ -169,20 +202,20 @@ fn method_table(ix: &Index, envs: &[String], methods: &[String], students: &[Str
     let teachers: Vec<f64> = ix.teacher_by_seed(envs).into_values().collect();
     if !teachers.is_empty() {
         let teacher = format!("{} (n={})", mean_ci(&teachers), teachers.len());
-        lines.push([vec!["teacher".to_owned()], vec![teacher; students.len()]].concat());
+        lines.push([vec!["teacher".to_owned()], vec![teacher; columns.len()]].concat());
     }
     markdown_table(&lines)
 }
 
 /// A (methods × students) table of a measure after training over one environment.
-fn measure_table(ix: &Index, env: &str, methods: &[String], students: &[String], measure: super::Measure) -> String {
+fn measure_table(ix: &Index, env: &str, methods: &[String], columns: &[Column], measure: super::Measure) -> String {
     let envs = [env.to_owned()];
-    let mut lines = vec![[vec!["method".to_owned()], students.iter().map(|s| display(s)).collect()].concat()];
+    let mut lines = vec![[vec!["method".to_owned()], columns.iter().map(|c| display(&c.label)).collect()].concat()];
     for method in methods {
         let mut line = vec![label(method)];
-        for student in students {
+        for column in columns {
             let xs: Vec<f64> =
-                ix.per_seed_of(&envs, method, student, |r| r.final_eval.as_ref().map(measure)).into_values().collect();
+                ix.per_seed_of(&envs, method, column, |r| r.final_eval.as_ref().map(measure)).into_values().collect();
             line.push(if xs.is_empty() { "–".to_owned() } else { mean_ci(&xs) });
         }
         lines.push(line);
@@ -234,6 +267,54 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
         .filter(|e| grid.rows.iter().any(|r| ablations.contains(&r.axes[ix.method]) && &r.axes[ix.env] == *e))
         .cloned()
         .collect();
+    // The students the ablations ran on, as columns over `ab_envs`.
+    let ablated = |student: &str| {
+        grid.rows.iter().any(|r| {
+            ablations.contains(&r.axes[ix.method]) && ab_envs.contains(&r.axes[ix.env]) && r.axes[ix.student] == student
+        })
+    };
+
+    // The students in the order of the paper's sizes (within a size, the axis's), as the tables' columns: one per
+    // student, or, when some student did not run in every environment, one per paper size for the tables that
+    // average over environments.
+    let mut ranked: Vec<(usize, &String)> = students.iter().enumerate().map(|(i, s)| (paper_index(s, i), s)).collect();
+    ranked.sort_by_key(|(paper, _)| *paper);
+    let ran =
+        |env: &str, student: &str| grid.rows.iter().any(|r| r.axes[ix.env] == env && r.axes[ix.student] == student);
+    let grouped = !students.iter().all(|s| envs.iter().all(|e| ran(e, s)));
+    let columns: Vec<Column> = if grouped {
+        let mut by_size: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
+        for (paper, student) in &ranked {
+            by_size.entry(*paper).or_default().push(student);
+        }
+        by_size
+            .into_iter()
+            .map(|(paper, group)| {
+                let by_env = envs
+                    .iter()
+                    .filter_map(|e| {
+                        let here: Vec<&&String> = group.iter().filter(|s| ran(e, s)).collect();
+                        (here.len() == 1).then(|| (e.clone(), (*here[0]).clone()))
+                    })
+                    .collect();
+                let label = group.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" / ");
+                Column { label, paper, by_env }
+            })
+            .collect()
+    } else {
+        ranked.iter().map(|(paper, s)| Column::single(s, *paper, &envs)).collect()
+    };
+    // One environment's columns: the students that ran there.
+    let columns_of_env = |env: &String| -> Vec<Column> {
+        ranked
+            .iter()
+            .filter(|(_, s)| ran(env, s))
+            .map(|(paper, s)| Column::single(s, *paper, std::slice::from_ref(env)))
+            .collect()
+    };
+
+    let ab_columns: Vec<Column> =
+        ranked.iter().filter(|(_, s)| ablated(s)).map(|(paper, s)| Column::single(s, *paper, &ab_envs)).collect();
 
     let mut md = format!("# Results: the grid `{}`\n\n", grid.name);
     md.push_str(
@@ -252,7 +333,7 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
     let count = |s: Status| grid.rows.iter().filter(|r| r.status == s).count();
     let wall: f64 = ix.finished.iter().filter_map(|r| r.wall_seconds).sum();
     md.push_str("## Cells and wall time\n\n");
-    let _ = writeln!(
+    let _ = write!(
         md,
         "{} cells: {} finished, {} failed, {} partial, {} pending. The finished cells' runs took {} in all \
          (each run's own wall time, summed).",
@@ -295,10 +376,25 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
          then mean ± 95% CI over the seeds). `vanilla (sft-init)` is the student before any online training.\n",
         envs.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
     );
-    md.push_str(&method_table(&ix, &envs, &main_methods, &students));
+    if grouped {
+        let _ = writeln!(
+            md,
+            "Not every student ran in every environment, so each column averages one student per environment, \
+             matched by the paper's size: {}.\n",
+            columns
+                .iter()
+                .map(|c| {
+                    let per_env: Vec<String> = c.by_env.iter().map(|(e, s)| format!("`{s}` on `{e}`")).collect();
+                    format!("{} is {}", c.with_size(), per_env.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    md.push_str(&method_table(&ix, &envs, &main_methods, &columns));
     for env in &envs {
         let _ = writeln!(md, "\n### {}\n", display(env));
-        md.push_str(&method_table(&ix, std::slice::from_ref(env), &methods_of_env(env), &students));
+        md.push_str(&method_table(&ix, std::slice::from_ref(env), &methods_of_env(env), &columns_of_env(env)));
     }
 
     // The ablation.
@@ -310,8 +406,9 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
              helped).\n",
             ab_envs.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
         );
-        let mut lines = vec![[vec!["variant".to_owned()], students.iter().map(|s| display(s)).collect()].concat()];
-        let atod: Vec<BTreeMap<String, f64>> = students.iter().map(|s| ix.per_seed(&ab_envs, "atod", s)).collect();
+        let mut lines =
+            vec![[vec!["variant".to_owned()], ab_columns.iter().map(|c| display(&c.label)).collect()].concat()];
+        let atod: Vec<BTreeMap<String, f64>> = ab_columns.iter().map(|c| ix.per_seed(&ab_envs, "atod", c)).collect();
         lines.push(
             [
                 vec!["atod".to_owned()],
@@ -321,8 +418,8 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
         );
         for method in &ablations {
             let mut line = vec![method.clone()];
-            for (student, base) in students.iter().zip(&atod) {
-                let own = ix.per_seed(&ab_envs, method, student);
+            for (column, base) in ab_columns.iter().zip(&atod) {
+                let own = ix.per_seed(&ab_envs, method, column);
                 let xs: Vec<f64> = own.values().copied().collect();
                 line.push(format!("{} (Δ {})", mean_ci(&xs), mean_ci(&paired(base, &own))));
             }
@@ -337,65 +434,44 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
         "Each finding is a difference of final success in points, paired by seed and averaged over the \
          environments (the teacher is one number per environment). It *holds* here when the 95% CI of the \
          difference lies above 0, is *reversed* when it lies below, and is *not resolved* otherwise. The paper's \
-         0.6B, 1.7B and 4B students are matched to `student-s`, `student-m` and `student-l` (other students by \
-         their order).\n\n",
+         0.6B, 1.7B and 4B students are matched to `student-s`, `student-m` (and the presets between it and \
+         `student-l`: `student-ml`, `student-l2`, `student-l3`) and `student-l` (other students by their order).\n\n",
     );
     let mut lines = vec![["finding", "student", "paper", "here", "verdict"].map(str::to_owned).to_vec()];
     let paper_of =
         |method: &str, i: usize| PAPER_AVERAGE.iter().find(|(m, _)| *m == method).and_then(|(_, v)| v.get(i).copied());
-    for (i, student) in students.iter().enumerate() {
-        let i = paper_index(student, i);
-        let size = PAPER_SIZES.get(i).map_or_else(String::new, |s| format!(" ({s} in the paper)"));
-        let atod = ix.per_seed(&envs, "atod", student);
+    for column in &columns {
+        let i = column.paper;
+        let atod = ix.per_seed(&envs, "atod", column);
         for other in ["opd", "grpo", "sft-init"] {
             if !main_methods.iter().any(|m| m == other) {
                 continue;
             }
-            let diffs = paired(&atod, &ix.per_seed(&envs, other, student));
+            let diffs = paired(&atod, &ix.per_seed(&envs, other, column));
             let (here, word) = verdict(&diffs);
             let paper = match (paper_of("atod", i), paper_of(other, i)) {
                 (Some(a), Some(b)) => format!("{:+.2}", a - b),
                 _ => "–".to_owned(),
             };
-            lines.push(vec![
-                format!("ATOD beats {}", label(other)),
-                format!("{student}{size}"),
-                paper,
-                here,
-                word.to_owned(),
-            ]);
+            lines.push(vec![format!("ATOD beats {}", label(other)), column.with_size(), paper, here, word.to_owned()]);
         }
         if let Some(t) = ix.teacher(&envs) {
             let diffs: Vec<f64> = atod.values().map(|x| x - t).collect();
             let (here, word) = verdict(&diffs);
             let paper = paper_of("atod", i).map_or_else(|| "–".to_owned(), |a| format!("{:+.2}", a - PAPER_TEACHER));
-            lines.push(vec![
-                "ATOD beats its teacher".to_owned(),
-                format!("{student}{size}"),
-                paper,
-                here,
-                word.to_owned(),
-            ]);
+            lines.push(vec!["ATOD beats its teacher".to_owned(), column.with_size(), paper, here, word.to_owned()]);
         }
     }
     if !ablations.is_empty() {
-        for (i, student) in students.iter().enumerate() {
-            let i = paper_index(student, i);
-            let size = PAPER_SIZES.get(i).map_or_else(String::new, |s| format!(" ({s} in the paper)"));
-            let atod = ix.per_seed(&ab_envs, "atod", student);
+        for column in &ab_columns {
+            let atod = ix.per_seed(&ab_envs, "atod", column);
             for (method, what, cost) in PAPER_ABLATION {
                 if !ablations.iter().any(|m| m == method) {
                     continue;
                 }
-                let (here, word) = verdict(&paired(&atod, &ix.per_seed(&ab_envs, method, student)));
-                let paper = if i < 2 { format!("about +{cost:.0}") } else { "–".to_owned() };
-                lines.push(vec![
-                    format!("{what} costs points"),
-                    format!("{student}{size}"),
-                    paper,
-                    here,
-                    word.to_owned(),
-                ]);
+                let (here, word) = verdict(&paired(&atod, &ix.per_seed(&ab_envs, method, column)));
+                let paper = if column.paper < 2 { format!("about +{cost:.0}") } else { "–".to_owned() };
+                lines.push(vec![format!("{what} costs points"), column.with_size(), paper, here, word.to_owned()]);
             }
         }
     }
@@ -410,15 +486,15 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
     let mut lines =
         vec![["ATOD has fewer invalid actions than", "student", "here", "verdict"].map(str::to_owned).to_vec()];
     let invalid = |r: &Row| r.final_eval.as_ref().map(|m| m.invalid_action_rate);
-    for student in &students {
-        let atod = ix.per_seed_of(&envs, "atod", student, invalid);
+    for column in &columns {
+        let atod = ix.per_seed_of(&envs, "atod", column, invalid);
         for other in ["opd", "grpo", "sft-init"] {
             if !main_methods.iter().any(|m| m == other) {
                 continue;
             }
-            let diffs = paired(&ix.per_seed_of(&envs, other, student, invalid), &atod);
+            let diffs = paired(&ix.per_seed_of(&envs, other, column, invalid), &atod);
             let (here, word) = verdict(&diffs);
-            lines.push(vec![label(other), student.clone(), here, word.to_owned()]);
+            lines.push(vec![label(other), column.label.clone(), here, word.to_owned()]);
         }
     }
     md.push_str(&markdown_table(&lines));
@@ -433,7 +509,7 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
     for (name, measure) in super::MEASURE_COLUMNS {
         for env in &envs {
             let _ = writeln!(md, "\n### {} · `{name}` after training\n", display(env));
-            md.push_str(&measure_table(&ix, env, &methods_of_env(env), &students, measure));
+            md.push_str(&measure_table(&ix, env, &methods_of_env(env), &columns_of_env(env), measure));
         }
     }
 
@@ -441,10 +517,23 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
     if !inputs.plots.is_empty() {
         md.push_str(
             "\n## Learning curves\n\nSuccess on each environment's evaluation split against the training step, one \
-             line per method, each point the mean over seeds; beside it (`-invalid`), the invalid-action rate the \
-             same way.\n\n",
+             line per method, each point the mean over seeds with a shaded 95% band; beside it (`-invalid`), the \
+             invalid-action rate the same way.\n\n",
         );
-        for plot in &inputs.plots {
+        // In the tables' order: by environment, then by the students' paper size; any other plot last.
+        let rank = |plot: &str| {
+            envs.iter()
+                .enumerate()
+                .flat_map(|(e, env)| ranked.iter().enumerate().map(move |(s, (_, student))| (e, s, env, student)))
+                .find(|(_, _, env, student)| {
+                    let stem = format!("plot-{env}-{student}");
+                    plot == format!("{stem}.svg") || plot == format!("{stem}-invalid.svg")
+                })
+                .map_or((usize::MAX, usize::MAX), |(e, s, _, _)| (e, s))
+        };
+        let mut plots: Vec<&String> = inputs.plots.iter().collect();
+        plots.sort_by_key(|p| rank(p));
+        for plot in plots {
             let _ = writeln!(md, "![{plot}]({}{plot})", inputs.link_prefix);
         }
     }
@@ -483,9 +572,13 @@ mod tests {
     use std::path::PathBuf;
 
     fn row(env: &str, method: &str, seed: u64, final_success: f64, teacher: f64) -> Row {
+        row_of(env, "student-s", method, seed, final_success, teacher)
+    }
+
+    fn row_of(env: &str, student: &str, method: &str, seed: u64, final_success: f64, teacher: f64) -> Row {
         Row {
-            cell: format!("{env}-student-s-{method}-s{seed}"),
-            axes: vec![env.to_owned(), "student-s".to_owned(), method.to_owned(), seed.to_string()],
+            cell: format!("{env}-{student}-{method}-s{seed}"),
+            axes: vec![env.to_owned(), student.to_owned(), method.to_owned(), seed.to_string()],
             status: Status::Finished,
             initial_success_rate: Some(0.1),
             final_success_rate: Some(final_success),
@@ -605,6 +698,55 @@ mod tests {
             ),
             "{md}"
         );
+    }
+
+    /// Environment `b` trains `student-l2` where `a` trains `student-m` (both matched to the paper's 1.7B), and
+    /// both train `student-l`: the averaged tables and the findings group the two smaller students into one
+    /// column, each environment's own tables show only its students. By hand: the smaller students' atod per seed
+    /// (mean of a's student-m 0.4, 0.5, 0.6 and b's student-l2 0.2, 0.3, 0.4) is 0.3, 0.4, 0.5: 40.00 ± 24.84; opd
+    /// is 0.1 lower in both environments on every seed: atod - opd = 10.00 ± 0.00.
+    #[test]
+    fn students_of_one_size_make_one_column_across_environments() {
+        let mut rows = Vec::new();
+        for seed in 0..3u64 {
+            let x = 0.1 * seed as f64;
+            for (env, small, base) in [("a", "student-m", 0.4), ("b", "student-l2", 0.2)] {
+                rows.push(row_of(env, small, "atod", seed, base + x, 0.8));
+                rows.push(row_of(env, small, "opd", seed, base + x - 0.1, 0.8));
+                rows.push(row_of(env, "student-l", "atod", seed, 0.5, 0.8));
+                rows.push(row_of(env, "student-l", "opd", seed, 0.5, 0.8));
+            }
+            rows.push(row_of("a", "student-m", "atod-const", seed, 0.4, 0.8));
+        }
+        let grid = Grid { rows, ..grid() };
+        let md = render(&grid, &PaperInputs::default());
+        let average = &md[md.find("## Table 1").unwrap()..md.find("### a").unwrap()];
+        assert!(average.contains("| method | student-m / student-l2 | student-l |"), "{average}");
+        assert!(average.contains("| atod | 40.00 ± 24.84 (n=3) | 50.00 ± 0.00 (n=3) |"), "{average}");
+        assert!(
+            average.contains(
+                "student-m / student-l2 (1.7B in the paper) is `student-m` on `a`, `student-l2` on `b`; student-l \
+                 (4B in the paper) is `student-l` on `a`, `student-l` on `b`."
+            ),
+            "{average}"
+        );
+        let env_a = &md[md.find("### a").unwrap()..md.find("### b").unwrap()];
+        assert!(env_a.contains("| method | student-m | student-l |"), "{env_a}");
+        assert!(env_a.contains("| atod | 50.00 ± 24.84 (n=3) | 50.00 ± 0.00 (n=3) |"), "{env_a}");
+        let env_b = &md[md.find("### b").unwrap()..md.find("## Ablation").unwrap()];
+        assert!(env_b.contains("| method | student-l2 | student-l |"), "{env_b}");
+        // The ablation ran on a's student-m only, so its table has that column alone.
+        assert!(md.contains("| variant | student-m |"), "{md}");
+        assert!(md.contains("| atod-const | 40.00 ± 0.00 (Δ 10.00 ± 24.84) |"), "{md}");
+        assert!(
+            md.contains(
+                "| ATOD beats opd | student-m / student-l2 (1.7B in the paper) | +6.67 | 10.00 ± 0.00 | holds (95% CI \
+                 above 0) |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| ATOD beats opd | student-l (4B in the paper) | +2.93 | 0.00 ± 0.00 | no difference"));
+        assert!(md.contains("| no annealing (constant α) costs points | student-m (1.7B in the paper) | about +7 |"));
     }
 
     #[test]
