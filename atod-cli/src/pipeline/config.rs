@@ -876,17 +876,22 @@ mod tests {
             TrainConfig::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
         // The resolved configs of committed runs, written by earlier versions, load too (their regenerate
-        // commands depend on it).
+        // commands depend on it). A cell that never started (no `config.toml`, no `summary.json`: a grid still
+        // running or stopped in a working copy) has nothing to load.
         let results = root.parent().expect("the workspace").join("results");
         let mut resolved = 0;
         for grid in std::fs::read_dir(&results).unwrap().flatten() {
             for cell in std::fs::read_dir(grid.path().join("cells")).into_iter().flatten().flatten() {
                 let path = cell.path().join("config.toml");
+                if !path.exists() && !cell.path().join("summary.json").exists() {
+                    continue;
+                }
                 TrainConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
                 resolved += 1;
             }
         }
-        assert!(resolved >= 135, "{resolved} committed run configs");
+        // The paper-mini grid's 81 cells, the recipe search's 18 and its first round's 3 (results/paper-mini*).
+        assert!(resolved >= 102, "{resolved} committed run configs");
         let grid = crate::grid::GridConfig::load(&root.join("smoke-grid.toml")).unwrap();
         let cells = grid.cells().unwrap();
         assert_eq!(cells.len(), 4);
