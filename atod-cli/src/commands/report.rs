@@ -163,9 +163,7 @@ fn write_paper_report(
             let state = grid.rows.iter().find(|r| &r.cell == id).map_or("not a cell of the grid", |_| "not finished");
             format!("--cell {id}: {state} (the regenerate-one-cell command needs a finished cell of {dir})")
         })?),
-        None => finished()
-            .find(|r| method.is_some_and(|m| r.axes[m] == "atod"))
-            .or_else(|| grid.rows.iter().find(|r| r.status == report::Status::Finished)),
+        None => finished().find(|r| method.is_some_and(|m| r.axes[m] == "atod")).or_else(|| finished().next()),
     };
     if let Some(row) = cell {
         let final_rate = row.final_success_rate.map_or_else(|| "?".to_owned(), |x| format!("{:.2}%", 100.0 * x));

@@ -521,18 +521,13 @@ pub fn render(grid: &Grid, inputs: &PaperInputs) -> String {
              invalid-action rate the same way.\n\n",
         );
         // In the tables' order: by environment, then by the students' paper size; any other plot last.
-        let rank = |plot: &str| {
-            envs.iter()
-                .enumerate()
-                .flat_map(|(e, env)| ranked.iter().enumerate().map(move |(s, (_, student))| (e, s, env, student)))
-                .find(|(_, _, env, student)| {
-                    let stem = format!("plot-{env}-{student}");
-                    plot == format!("{stem}.svg") || plot == format!("{stem}-invalid.svg")
-                })
-                .map_or((usize::MAX, usize::MAX), |(e, s, _, _)| (e, s))
-        };
+        let order: Vec<String> = envs
+            .iter()
+            .flat_map(|env| ranked.iter().map(move |(_, student)| format!("plot-{env}-{student}")))
+            .flat_map(|stem| [format!("{stem}.svg"), format!("{stem}-invalid.svg")])
+            .collect();
         let mut plots: Vec<&String> = inputs.plots.iter().collect();
-        plots.sort_by_key(|p| rank(p));
+        plots.sort_by_key(|p| order.iter().position(|o| o == *p).unwrap_or(usize::MAX));
         for plot in plots {
             let _ = writeln!(md, "![{plot}]({}{plot})", inputs.link_prefix);
         }
